@@ -1,0 +1,232 @@
+// JSONL record parsing and validation.
+#include "datasets/records.h"
+
+#include "common/strings.h"
+
+#include "nlohmann/json.hpp"
+
+namespace herd::datasets {
+namespace {
+
+using nlohmann::json;
+
+constexpr int kMaxDepth = 16;
+
+struct FormatKeys {
+  RecordFormat format;
+  std::vector<std::string_view> keys;  // the keys that identify it
+};
+
+const FormatKeys kFormats[] = {
+    {RecordFormat::kChat, {"messages"}},
+    {RecordFormat::kPromptCompletion, {"prompt", "completion"}},
+    {RecordFormat::kAlpaca, {"instruction", "output"}},
+    {RecordFormat::kTokenized, {"input_ids"}},
+    {RecordFormat::kText, {"text"}},
+};
+
+bool Fail(Problem* p, std::string field, std::string reason) {
+  p->field = std::move(field);
+  p->reason = std::move(reason);
+  return false;
+}
+
+int Depth(const json& j) {
+  if (!j.is_structured()) return 0;
+  int d = 0;
+  for (const auto& child : j) d = std::max(d, Depth(child));
+  return d + 1;
+}
+
+bool GetString(const json& obj, std::string_view key, bool required, std::string* out, Problem* p) {
+  auto it = obj.find(key);
+  if (it == obj.end()) return required ? Fail(p, std::string(key), "missing") : true;
+  if (!it->is_string()) return Fail(p, std::string(key), herd::StrCat("must be a string, got ", it->type_name()));
+  *out = it->get<std::string>();
+  return true;
+}
+
+bool GetIds(const json& obj, std::string_view key, std::vector<int64_t>* out, Problem* p) {
+  const json& arr = obj.at(key);
+  if (!arr.is_array()) return Fail(p, std::string(key), "must be an array of integers");
+  out->reserve(arr.size());
+  for (size_t i = 0; i < arr.size(); ++i) {
+    if (!arr[i].is_number_integer()) {
+      return Fail(p, herd::StrCat(key, "[", i, "]"), herd::StrCat("must be an integer, got ", arr[i].dump()));
+    }
+    out->push_back(arr[i].get<int64_t>());
+  }
+  return true;
+}
+
+bool ParseMessages(const json& arr, std::vector<Message>* out, Problem* p) {
+  if (!arr.is_array()) return Fail(p, "messages", "must be an array of {role, content} objects");
+  if (arr.empty()) return Fail(p, "messages", "must not be empty");
+  bool has_assistant = false;
+  for (size_t i = 0; i < arr.size(); ++i) {
+    const std::string where = herd::StrCat("messages[", i, "]");
+    const json& m = arr[i];
+    if (!m.is_object()) return Fail(p, where, "must be an object with role and content");
+    Message msg;
+    if (!GetString(m, "role", true, &msg.role, p) || !GetString(m, "content", true, &msg.content, p)) {
+      p->field = herd::StrCat(where, ".", p->field);
+      return false;
+    }
+    if (msg.role != "system" && msg.role != "user" && msg.role != "assistant") {
+      return Fail(p, where + ".role", herd::StrCat("must be one of system, user, assistant (got '", msg.role, "')"));
+    }
+    if (msg.role == "system" && i != 0) return Fail(p, where + ".role", "a system message may only come first");
+    if (auto w = m.find("weight"); w != m.end()) {
+      if (!w->is_number_integer() || (w->get<int64_t>() != 0 && w->get<int64_t>() != 1)) {
+        return Fail(p, where + ".weight", herd::StrCat("must be 0 or 1, got ", w->dump()));
+      }
+      msg.weight = w->get<int>();
+    }
+    for (const auto& [key, value] : m.items()) {
+      if (key != "role" && key != "content" && key != "weight") {
+        return Fail(p, herd::StrCat(where, ".", key), "unknown field (allowed: role, content, weight)");
+      }
+    }
+    has_assistant = has_assistant || msg.role == "assistant";
+    out->push_back(std::move(msg));
+  }
+  if (!has_assistant) return Fail(p, "messages", "has no assistant message to train on");
+  return true;
+}
+
+}  // namespace
+
+std::string_view FormatName(RecordFormat format) {
+  switch (format) {
+    case RecordFormat::kText: return "text";
+    case RecordFormat::kPromptCompletion: return "prompt_completion";
+    case RecordFormat::kChat: return "chat";
+    case RecordFormat::kAlpaca: return "alpaca";
+    case RecordFormat::kTokenized: return "tokenized";
+  }
+  return "unknown";
+}
+
+std::optional<RecordFormat> ParseFormatName(std::string_view name) {
+  for (const FormatKeys& f : kFormats) {
+    if (FormatName(f.format) == name) return f.format;
+  }
+  return std::nullopt;
+}
+
+std::optional<Record> ParseRecord(std::string_view line, Problem* p) {
+  json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) return Fail(p, "", "not valid JSON"), std::nullopt;
+  if (!j.is_object()) return Fail(p, "", herd::StrCat("must be a JSON object, got ", j.type_name())), std::nullopt;
+  if (Depth(j) > kMaxDepth) return Fail(p, "", herd::StrCat("nested deeper than ", kMaxDepth)), std::nullopt;
+
+  std::vector<RecordFormat> matches;
+  std::vector<std::string> identifying;
+  for (const FormatKeys& f : kFormats) {
+    bool any = false;
+    for (std::string_view k : f.keys) any = any || j.contains(k);
+    if (any) {
+      matches.push_back(f.format);
+      for (std::string_view k : f.keys) {
+        if (j.contains(k)) identifying.emplace_back(k);
+      }
+    }
+  }
+  if (matches.empty()) {
+    Fail(p, "", "no known format: expected text, prompt+completion, messages, instruction+output or input_ids");
+    return std::nullopt;
+  }
+  if (matches.size() > 1) {
+    Fail(p, "", herd::StrCat("mixes formats (has ", herd::StrJoin(identifying, ", "), ")"));
+    return std::nullopt;
+  }
+  Record r;
+  r.format = matches[0];
+  bool ok = true;
+  switch (r.format) {
+    case RecordFormat::kText:
+      ok = GetString(j, "text", true, &r.text, p);
+      if (ok && r.text.empty()) ok = Fail(p, "text", "must not be empty");
+      break;
+    case RecordFormat::kPromptCompletion:
+      ok = GetString(j, "prompt", true, &r.prompt, p) && GetString(j, "completion", true, &r.completion, p);
+      if (ok && r.completion.empty()) ok = Fail(p, "completion", "must not be empty");
+      break;
+    case RecordFormat::kChat:
+      ok = ParseMessages(j.at("messages"), &r.messages, p);
+      break;
+    case RecordFormat::kAlpaca:
+      ok = GetString(j, "instruction", true, &r.instruction, p) && GetString(j, "input", false, &r.input, p) &&
+           GetString(j, "output", true, &r.output, p);
+      if (ok && r.output.empty()) ok = Fail(p, "output", "must not be empty");
+      break;
+    case RecordFormat::kTokenized:
+      ok = GetIds(j, "input_ids", &r.input_ids, p);
+      if (ok && r.input_ids.empty()) ok = Fail(p, "input_ids", "must not be empty");
+      if (ok && j.contains("labels")) {
+        ok = GetIds(j, "labels", &r.labels, p);
+        if (ok && r.labels.size() != r.input_ids.size()) {
+          ok = Fail(p, "labels", herd::StrCat("has ", r.labels.size(), " entries, input_ids has ",
+                                              r.input_ids.size()));
+        }
+      }
+      break;
+  }
+  if (!ok) return std::nullopt;
+  return r;
+}
+
+bool ValidationReport::ok(const ValidationOptions& options) const {
+  if (accepted == 0) return false;
+  return invalid == 0 || options.skip_invalid;
+}
+
+ValidationReport ValidateJsonl(std::istream& in, const ValidationOptions& options,
+                               std::vector<Record>* records_out) {
+  ValidationReport report;
+  report.format = options.format;
+  std::string line;
+  int64_t number = 0;
+  auto add_problem = [&](Problem p) {
+    ++report.invalid;
+    if (report.problems.size() < options.max_problems) report.problems.push_back(std::move(p));
+  };
+  while (std::getline(in, line)) {
+    ++number;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) {
+      ++report.blank_lines;
+      continue;
+    }
+    if (report.accepted + report.invalid >= options.max_records) {
+      add_problem({number, "", herd::StrCat("more than ", options.max_records, " records")});
+      break;
+    }
+    if (line.size() > options.max_line_bytes) {
+      add_problem({number, "", herd::StrCat("line is ", line.size(), " bytes, the limit is ", options.max_line_bytes)});
+      continue;
+    }
+    Problem p;
+    std::optional<Record> record = ParseRecord(line, &p);
+    if (!record) {
+      p.line = number;
+      add_problem(std::move(p));
+      continue;
+    }
+    if (!report.format) report.format = record->format;
+    if (record->format != *report.format) {
+      add_problem({number, "", herd::StrCat("is ", FormatName(record->format), " but the file is ",
+                                            FormatName(*report.format))});
+      continue;
+    }
+    ++report.accepted;
+    if (records_out) records_out->push_back(std::move(*record));
+  }
+  return report;
+}
+
+std::string DescribeProblem(const Problem& p) {
+  return herd::StrCat("line ", p.line, ": ", p.field.empty() ? "" : herd::StrCat(p.field, ": "), p.reason);
+}
+
+}  // namespace herd::datasets

@@ -1,0 +1,72 @@
+// herd-engine: the libtorch process an agent starts for one assignment (DESIGN.md §1). It links
+// libtorch and NCCL and never gRPC or protobuf. This main only parses flags and dispatches.
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "CLI/CLI.hpp"
+#include "common/job_spec.h"
+#include "common/status.h"
+#include "common/log.h"
+#include "trainer/engine/probe.h"
+
+namespace {
+
+int Fail(const absl::Status& status, int code) {
+  std::cerr << "herd-engine: " << status.message() << "\n";
+  return code;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "herd-engine: trains one rank of a Herd LoRA job with libtorch.\n"
+      "Normally started by herd-trainer, which speaks the line protocol of\n"
+      "proto/herd/v1/engine_protocol.md with it; the flags below are for operators."};
+  app.set_version_flag("--version", std::string("herd-engine ") + HERD_VERSION);
+  bool probe = false;
+  std::string check_job;
+  std::string smoke_device;
+  std::string scratch = "/tmp/herd-engine-smoke";
+  app.add_flag("--probe", probe, "Print libtorch/NCCL versions and devices as JSON");
+  app.add_option("--check-job", check_job, "Parse and validate a job file (DESIGN.md §11), print it with defaults")
+      ->check(CLI::ExistingFile);
+  app.add_option("--smoke", smoke_device,
+                 "Self-check a device (cpu or cuda:N): a matmul against a float64 reference and a one-rank "
+                 "all-reduce through the device's communicator; prints JSON lines");
+  app.add_option("--scratch", scratch, "Scratch folder for --smoke")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  if (probe) {
+    std::cout << herd::engine::ProbeDevices().dump() << "\n";
+    return 0;
+  }
+  if (!check_job.empty()) {
+    auto spec = herd::LoadJobSpec(check_job);
+    if (!spec.ok()) return Fail(spec.status(), 2);
+    if (absl::Status s = spec->Validate(); !s.ok()) return Fail(herd::Annotate(s, check_job), 2);
+    std::cout << herd::JobSpecToYaml(*spec);
+    return 0;
+  }
+  if (!smoke_device.empty()) {
+    bool ok = true;
+    std::cout << herd::engine::ProbeDevices().dump() << "\n";
+    std::vector<std::string> dtypes = {"float32"};
+    if (smoke_device != "cpu") dtypes.push_back("bfloat16");
+    for (const std::string& dtype : dtypes) {
+      auto m = herd::engine::CheckMatmul(smoke_device, dtype, 512);
+      if (!m.ok()) return Fail(m.status(), 1);
+      ok = ok && (*m)["ok"].get<bool>();
+      std::cout << m->dump() << "\n";
+    }
+    auto a = herd::engine::CheckAllReduceOneRank(smoke_device, scratch);
+    if (!a.ok()) return Fail(a.status(), 1);
+    ok = ok && (*a)["ok"].get<bool>();
+    std::cout << a->dump() << "\n";
+    return ok ? 0 : 1;
+  }
+  std::cerr << "herd-engine: the agent protocol loop arrives with the training engine (issue 3); "
+               "see --help for what this build can do\n";
+  return 1;
+}

@@ -1,0 +1,29 @@
+// What this engine can run on: libtorch and NCCL versions, devices, and a numerical self-check
+// of a matmul on the chosen device. `herd-engine --probe` prints it; the device smoke script and
+// the agent's registration use it.
+#ifndef HERD_TRAINER_ENGINE_PROBE_H_
+#define HERD_TRAINER_ENGINE_PROBE_H_
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::engine {
+
+// Versions and devices, as a JSON object.
+nlohmann::json ProbeDevices();
+
+// Multiplies two seeded random matrices on `device` ("cpu" or "cuda:N") in `dtype`
+// ("float32" or "bfloat16") and compares with a float64 CPU reference. Returns
+// {"device","dtype","n","max_rel_error","ok"}; INVALID_ARGUMENT for an unknown device or dtype,
+// UNAVAILABLE when the device is absent.
+absl::StatusOr<nlohmann::json> CheckMatmul(const std::string& device, const std::string& dtype, int n);
+
+// A one-rank all-reduce through the communicator the device would use (NCCL on cuda, TCP on
+// cpu); checks the buffer comes back unchanged. Returns {"backend","elements","ok",...}.
+absl::StatusOr<nlohmann::json> CheckAllReduceOneRank(const std::string& device, const std::string& scratch_dir);
+
+}  // namespace herd::engine
+
+#endif  // HERD_TRAINER_ENGINE_PROBE_H_
