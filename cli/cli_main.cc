@@ -1,0 +1,136 @@
+// herd: the command users run (DESIGN.md §1, §11 for exit codes).
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <iostream>
+
+#include "CLI/CLI.hpp"
+#include "cli/client_config.h"
+#include "common/rpc/rpc.h"
+#include "common/job_spec.h"
+#include "datasets/records.h"
+
+extern char** environ;
+
+namespace {
+
+// DESIGN.md §11.
+enum ExitCode { kOk = 0, kUsage = 1, kInvalid = 2, kNotFound = 3, kUnavailable = 5 };
+
+int ValidateDataset(const std::string& path, bool skip_invalid) {
+  std::ifstream in(path);
+  if (!in) {
+    std::cerr << "herd: cannot open " << path << "\n";
+    return kNotFound;
+  }
+  herd::datasets::ValidationOptions options{.skip_invalid = skip_invalid};
+  herd::datasets::ValidationReport report = herd::datasets::ValidateJsonl(in, options);
+  for (const auto& p : report.problems) std::cerr << path << ": " << herd::datasets::DescribeProblem(p) << "\n";
+  if (report.invalid > static_cast<int64_t>(report.problems.size())) {
+    std::cerr << path << ": ... and " << report.invalid - static_cast<int64_t>(report.problems.size())
+              << " more invalid records\n";
+  }
+  std::cout << path << ": " << report.accepted << " valid records"
+            << (report.format ? " (" + std::string(herd::datasets::FormatName(*report.format)) + ")" : "") << ", "
+            << report.invalid << " invalid";
+  if (!report.ok(options)) {
+    std::cout << (report.accepted == 0 ? "; no usable records" : "; the file would be rejected whole (use --skip-invalid to keep the valid records)")
+              << "\n";
+    return kInvalid;
+  }
+  std::cout << (report.invalid > 0 ? "; invalid records would be dropped\n" : "\n");
+  return kOk;
+}
+
+int ValidateJob(const std::string& path) {
+  auto spec = herd::LoadJobSpec(path);
+  if (!spec.ok()) {
+    std::cerr << "herd: " << spec.status().message() << "\n";
+    return spec.status().code() == absl::StatusCode::kNotFound ? kNotFound : kInvalid;
+  }
+  if (absl::Status s = spec->Validate(); !s.ok()) {
+    std::cerr << "herd: " << path << ": " << s.message() << "\n";
+    return kInvalid;
+  }
+  std::cout << herd::JobSpecToYaml(*spec);
+  return kOk;
+}
+
+absl::StatusOr<herd::cli::ClientConfig> ClientConfigFromEverywhere(const std::string& endpoint,
+                                                                   const std::string& token,
+                                                                   const std::string& config) {
+  herd::cli::ClientConfigInputs in{endpoint, token, config, {}};
+  for (char** e = environ; *e; ++e) {
+    std::string kv(*e);
+    size_t eq = kv.find('=');
+    if (eq != std::string::npos) in.env[kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+  return herd::cli::ResolveClientConfig(in);
+}
+
+int Status(const herd::cli::ClientConfig& c) {
+  auto channel = herd::rpc::MakeChannel({.target = c.endpoint, .ca_file = c.ca_file});
+  if (!channel.ok()) {
+    std::cerr << "herd: " << c.source << ": " << channel.status().message() << "\n";
+    return kUsage;
+  }
+  absl::Status health = herd::rpc::CheckHealth(**channel, c.endpoint, absl::Seconds(10));
+  if (!health.ok()) {
+    std::cerr << "herd: " << health.message() << " (endpoint from " << c.source << ")\n";
+    return kUnavailable;
+  }
+  std::cout << "coordinator at " << c.endpoint << ": serving\n";
+  return kOk;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"herd: fine-tune LLaMA models with LoRA on your own Herd cluster."};
+  app.set_version_flag("--version", std::string("herd ") + HERD_VERSION);
+  app.require_subcommand(1);
+  std::string endpoint, token, config;
+  app.add_option("--endpoint", endpoint, "Coordinator address host:port (or HERD_ENDPOINT, or ~/.config/herd/config.yaml)");
+  app.add_option("--token", token, "Bearer token (or HERD_TOKEN)");
+  app.add_option("--config", config, "Client config file (default ~/.config/herd/config.yaml)");
+
+  CLI::App* datasets = app.add_subcommand("datasets", "Datasets: check files before uploading");
+  datasets->require_subcommand(1);
+  CLI::App* ds_validate = datasets->add_subcommand(
+      "validate", "Check a JSONL file the way the coordinator will: lists problems by line and field");
+  std::string ds_path;
+  bool skip_invalid = false;
+  ds_validate->add_option("FILE", ds_path, "JSONL dataset")->required();
+  ds_validate->add_flag("--skip-invalid", skip_invalid, "Accept the file if some records are valid");
+
+  CLI::App* jobs = app.add_subcommand("jobs", "Jobs: check job files");
+  jobs->require_subcommand(1);
+  CLI::App* job_validate = jobs->add_subcommand("validate", "Check a job file and print it with every default filled in");
+  std::string job_path;
+  job_validate->add_option("JOB_YAML", job_path, "Job file (DESIGN.md §11)")->required();
+
+  CLI::App* show_config = app.add_subcommand("config", "Show where this CLI connects and where that came from");
+  CLI::App* status = app.add_subcommand("status", "Check that the coordinator is up and serving");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    return rc == 0 ? kOk : kUsage;
+  }
+  if (*ds_validate) return ValidateDataset(ds_path, skip_invalid);
+  if (*job_validate) return ValidateJob(job_path);
+  auto client = ClientConfigFromEverywhere(endpoint, token, config);
+  if (!client.ok()) {
+    std::cerr << "herd: " << client.status().message() << "\n";
+    return kInvalid;
+  }
+  if (*status) return Status(*client);
+  if (*show_config) {
+    std::cout << "endpoint: " << client->endpoint << "  (from " << client->source << ")\ntoken: "
+              << (client->token.empty() ? "(none)" : "(set)") << "\n";
+    return kOk;
+  }
+  return kUsage;
+}
