@@ -7,8 +7,17 @@ function(herd_test name)
   add_executable(${name} ${T_SOURCES})
   herd_warnings(${name})
   target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
-  gtest_discover_tests(${name}
-    PROPERTIES LABELS "unit;${T_LABELS}"
-               ENVIRONMENT "HERD_SOURCE_DIR=${CMAKE_SOURCE_DIR};HERD_PYTHON=${HERD_PYTHON}"
-    DISCOVERY_TIMEOUT 60)
+  gtest_discover_tests(${name} TEST_LIST ${name}_TESTS DISCOVERY_TIMEOUT 60)
+  # Not through gtest_discover_tests(PROPERTIES): it flattens list values, so ENVIRONMENT
+  # "A=1;B=2" would set only A. A second include file, read by ctest after the discovered tests
+  # exist, sets the properties with the lists intact.
+  set(_labels unit ${T_LABELS})
+  set(_props ${CMAKE_CURRENT_BINARY_DIR}/${name}_properties.cmake)
+  file(WRITE ${_props}
+    "if(DEFINED ${name}_TESTS)\n"
+    "  set_tests_properties(\${${name}_TESTS} PROPERTIES\n"
+    "    LABELS [==[${_labels}]==]\n"
+    "    ENVIRONMENT [==[HERD_SOURCE_DIR=${CMAKE_SOURCE_DIR};HERD_PYTHON=${HERD_PYTHON}]==])\n"
+    "endif()\n")
+  set_property(DIRECTORY APPEND PROPERTY TEST_INCLUDE_FILES ${_props})
 endfunction()
