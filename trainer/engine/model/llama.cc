@@ -1,0 +1,304 @@
+// LLaMA forward pass with LoRA. Shapes: B batch, T tokens, H hidden, Nq query heads, Nkv key/value
+// heads, D head_dim, V vocab.
+#include "trainer/engine/model/llama.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+#include <filesystem>
+#include <map>
+
+#include "common/safetensors.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::engine {
+namespace {
+
+uint64_t SplitMix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+uint64_t Mix(std::initializer_list<uint64_t> parts) {
+  uint64_t h = 0x6a09e667f3bcc909ULL;
+  for (uint64_t p : parts) h = SplitMix(h ^ p);
+  return h;
+}
+
+at::ScalarType FromDtype(Dtype d) {
+  switch (d) {
+    case Dtype::kF32: return at::kFloat;
+    case Dtype::kF16: return at::kHalf;
+    case Dtype::kBF16: return at::kBFloat16;
+    case Dtype::kF64: return at::kDouble;
+    default: return at::kByte;
+  }
+}
+
+// The weight files of a model directory, each opened once.
+absl::StatusOr<std::vector<std::unique_ptr<SafetensorsFile>>> OpenWeights(const std::string& dir) {
+  std::vector<std::unique_ptr<SafetensorsFile>> files;
+  const std::string single = dir + "/model.safetensors";
+  if (std::filesystem::exists(single)) {
+    HERD_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(single));
+    files.push_back(std::move(f));
+    return files;
+  }
+  const std::string index_path = dir + "/model.safetensors.index.json";
+  HERD_ASSIGN_OR_RETURN(std::string text, ReadFile(index_path));
+  nlohmann::json index = nlohmann::json::parse(text, nullptr, false);
+  if (index.is_discarded() || !index.contains("weight_map") || !index["weight_map"].is_object()) {
+    return absl::InvalidArgumentError(herd::StrCat(index_path, ": has no weight_map object"));
+  }
+  std::map<std::string, bool> shards;
+  for (const auto& [tensor, file] : index["weight_map"].items()) {
+    if (!file.is_string() || file.get<std::string>().find('/') != std::string::npos) {
+      return absl::InvalidArgumentError(herd::StrCat(index_path, ": weight_map[", tensor, "] is not a file name"));
+    }
+    shards[file.get<std::string>()] = true;
+  }
+  for (const auto& [name, unused] : shards) {
+    HERD_ASSIGN_OR_RETURN(auto f, SafetensorsFile::Open(dir + "/" + name));
+    files.push_back(std::move(f));
+  }
+  return files;
+}
+
+}  // namespace
+
+double LoraOptions::scale() const { return rslora ? alpha / std::sqrt(static_cast<double>(r)) : alpha / r; }
+
+at::Tensor RopeInverseFrequencies(const LlamaConfig& c) {
+  const int64_t dim = c.head_dim;
+  // 1 / base^(2i/dim), in float32 as transformers does.
+  at::Tensor exponent = at::arange(0, dim, 2, at::kLong).to(at::kFloat) / static_cast<double>(dim);
+  at::Tensor inv_freq = 1.0 / at::pow(c.rope_theta, exponent);
+  const RopeScaling& s = c.rope_scaling;
+  if (s.type == "linear") return inv_freq / s.factor;
+  if (s.type != "llama3") return inv_freq;
+  const double old_len = static_cast<double>(s.original_max_position_embeddings);
+  const double low_freq_wavelen = old_len / s.low_freq_factor;
+  const double high_freq_wavelen = old_len / s.high_freq_factor;
+  at::Tensor wavelen = 2 * M_PI / inv_freq;
+  at::Tensor scaled = at::where(wavelen > low_freq_wavelen, inv_freq / s.factor, inv_freq);
+  at::Tensor smooth = (old_len / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+  at::Tensor smoothed = (1 - smooth) * scaled / s.factor + smooth * scaled;
+  at::Tensor medium = at::logical_not(wavelen < high_freq_wavelen).logical_and(at::logical_not(wavelen > low_freq_wavelen));
+  return at::where(medium, smoothed, scaled);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& dir, const LoadOptions& options) {
+  std::unique_ptr<LlamaModel> m(new LlamaModel());
+  HERD_ASSIGN_OR_RETURN(m->config_, LoadLlamaConfig(dir));
+  m->model_dir_ = dir;
+  m->load_ = options;
+  HERD_ASSIGN_OR_RETURN(auto files, OpenWeights(dir));
+  std::map<std::string, at::Tensor> loaded;
+  try {
+    for (const TensorSpec& spec : BaseTensorSpecs(m->config_)) {
+      const SafetensorsTensor* t = nullptr;
+      const SafetensorsFile* from = nullptr;
+      for (const auto& f : files) {
+        if ((t = f->Find(spec.name)) != nullptr) {
+          from = f.get();
+          break;
+        }
+      }
+      if (t == nullptr) {
+        return absl::InvalidArgumentError(herd::StrCat(dir, ": tensor ", spec.name, " is missing from the weights"));
+      }
+      at::ScalarType type = FromDtype(t->dtype);
+      if (type == at::kByte) {
+        return absl::InvalidArgumentError(herd::StrCat(from->source(), ": tensor ", spec.name, " has dtype ",
+                                                       DtypeName(t->dtype), ", expected a float type"));
+      }
+      if (t->shape != spec.shape) {
+        return absl::InvalidArgumentError(herd::StrCat(from->source(), ": tensor ", spec.name, " has shape [",
+                                                       herd::StrJoin(t->shape, ", "), "], config.json implies [",
+                                                       herd::StrJoin(spec.shape, ", "), "]"));
+      }
+      at::Tensor host = at::empty(spec.shape, at::TensorOptions().dtype(type));
+      std::memcpy(host.data_ptr(), t->data.data(), t->data.size());  // the mapping may be unaligned
+      loaded[spec.name] = host.to(options.device, options.dtype).contiguous();
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(herd::StrCat("loading ", dir, ": ", e.what()));
+  }
+  const LlamaConfig& c = m->config_;
+  m->embed_ = loaded.at(std::string(kEmbedName));
+  m->final_norm_ = loaded.at(std::string(kFinalNormName));
+  if (!c.tie_word_embeddings) m->lm_head_ = loaded.at(std::string(kLmHeadName));
+  m->layers_.resize(c.num_layers);
+  for (int i = 0; i < c.num_layers; ++i) {
+    Layer& l = m->layers_[i];
+    l.input_norm = loaded.at(InputNormName(i));
+    l.post_norm = loaded.at(PostAttentionNormName(i));
+    for (const ProjInfo& p : kProjTable) {
+      l.proj[static_cast<int>(p.proj)] = loaded.at(ProjWeightName(i, p.proj));
+      l.adapter[static_cast<int>(p.proj)] = -1;
+    }
+  }
+  m->inv_freq_ = RopeInverseFrequencies(c).to(options.device);
+  return m;
+}
+
+absl::Status LlamaModel::EnableLora(const LoraOptions& options, uint64_t seed) {
+  if (options.r < 1) return absl::InvalidArgumentError("lora.r must be >= 1");
+  if (options.targets.empty()) return absl::InvalidArgumentError("lora.target_modules is empty");
+  lora_ = options;
+  adapters_.clear();
+  try {
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+    for (int i = 0; i < config_.num_layers; ++i) {
+      Layer& l = layers_[i];
+      for (const ProjInfo& p : kProjTable) {
+        const int k = static_cast<int>(p.proj);
+        l.adapter[k] = -1;
+        if (std::find(options.targets.begin(), options.targets.end(), p.proj) == options.targets.end()) continue;
+        auto [out, in] = ProjShape(config_, p.proj);
+        // PEFT: kaiming_uniform_(a=sqrt(5)) on A, i.e. U(-1/sqrt(in), 1/sqrt(in)); B = 0.
+        const double bound = 1.0 / std::sqrt(static_cast<double>(in));
+        at::Tensor a = at::empty({options.r, in}, at::kFloat).uniform_(-bound, bound, gen);
+        at::Tensor b = at::zeros({out, options.r}, at::kFloat);
+        a = a.to(load_.device).set_requires_grad(true);
+        b = b.to(load_.device).set_requires_grad(true);
+        l.adapter[k] = static_cast<int>(adapters_.size());
+        adapters_.push_back({i, p.proj, a, b});
+      }
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(herd::StrCat("creating LoRA adapters: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+std::vector<at::Tensor> LlamaModel::LoraParameters() const {
+  std::vector<at::Tensor> out;
+  out.reserve(2 * adapters_.size());
+  for (const Adapter& a : adapters_) {
+    out.push_back(a.a);
+    out.push_back(a.b);
+  }
+  return out;
+}
+
+at::Tensor LlamaModel::BaseTensor(const std::string& name) const {
+  if (name == kEmbedName) return embed_;
+  if (name == kFinalNormName) return final_norm_;
+  if (name == kLmHeadName) return Head();
+  for (int i = 0; i < config_.num_layers; ++i) {
+    if (name == InputNormName(i)) return layers_[i].input_norm;
+    if (name == PostAttentionNormName(i)) return layers_[i].post_norm;
+    for (const ProjInfo& p : kProjTable) {
+      if (name == ProjWeightName(i, p.proj)) return layers_[i].proj[static_cast<int>(p.proj)];
+    }
+  }
+  return at::Tensor();
+}
+
+at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
+  // In float32 whatever the weights' dtype, as transformers does.
+  at::Tensor x32 = x.to(at::kFloat);
+  at::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
+  return weight * (x32 * at::rsqrt(variance + config_.rms_norm_eps)).to(x.scalar_type());
+}
+
+at::Tensor LlamaModel::Project(const Layer& layer, int layer_index, Proj proj, const at::Tensor& x,
+                               const Batch& batch, const DropoutKey* dropout) const {
+  const int k = static_cast<int>(proj);
+  at::Tensor y = at::linear(x, layer.proj[k]);  // [B, T, out]
+  if (layer.adapter[k] < 0) return y;
+  const Adapter& ad = adapters_[layer.adapter[k]];
+  at::Tensor xin = x.to(at::kFloat);  // [B, T, in]
+  if (dropout != nullptr && lora_.dropout > 0) {
+    // Each row's mask is a function of (seed, step, global sequence index, layer, projection).
+    const double keep = 1.0 - lora_.dropout;
+    std::vector<at::Tensor> masks;
+    for (int64_t row = 0; row < x.size(0); ++row) {
+      const uint64_t seq = row < static_cast<int64_t>(batch.sequence_ids.size()) ? batch.sequence_ids[row] : row;
+      auto gen = at::make_generator<at::CPUGeneratorImpl>(
+          Mix({dropout->seed, static_cast<uint64_t>(dropout->step), seq, static_cast<uint64_t>(layer_index),
+               static_cast<uint64_t>(k)}));
+      masks.push_back(at::empty({x.size(1), x.size(2)}, at::kFloat).bernoulli_(keep, gen));
+    }
+    xin = xin * at::stack(masks).to(x.device()) / keep;
+  }
+  at::Tensor delta = at::linear(at::linear(xin, ad.a), ad.b) * lora_.scale();  // [B, T, out]
+  return y + delta.to(y.scalar_type());
+}
+
+at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout) const {
+  const LlamaConfig& c = config_;
+  const int64_t B = batch.input_ids.size(0), T = batch.input_ids.size(1);
+  const int64_t D = c.head_dim, Nq = c.num_heads, Nkv = c.num_kv_heads;
+  at::Tensor x = at::embedding(embed_, batch.input_ids);  // [B, T, H]
+
+  // RoPE tables. [B, T, D]
+  at::Tensor freqs = batch.position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  at::Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);  // [B, 1, T, D]
+  at::Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
+  auto rotate = [&](const at::Tensor& t) {
+    at::Tensor rotated = at::cat({-t.narrow(-1, D / 2, D / 2), t.narrow(-1, 0, D / 2)}, -1);
+    return t * cos + rotated * sin;
+  };
+
+  // Attention mask: causal, and within a document when the batch is packed. [B, 1, T, T]
+  std::optional<at::Tensor> mask;
+  if (batch.doc_ids.defined()) {
+    at::Tensor same_doc = batch.doc_ids.unsqueeze(2) == batch.doc_ids.unsqueeze(1);
+    at::Tensor causal = at::ones({T, T}, at::TensorOptions().dtype(at::kBool).device(x.device())).tril();
+    mask = same_doc.logical_and(causal).unsqueeze(1);
+  }
+
+  for (int i = 0; i < c.num_layers; ++i) {
+    const Layer& l = layers_[i];
+    at::Tensor h = RmsNorm(x, l.input_norm);
+    at::Tensor q = Project(l, i, Proj::kQ, h, batch, dropout).view({B, T, Nq, D}).transpose(1, 2);   // [B, Nq, T, D]
+    at::Tensor k = Project(l, i, Proj::kK, h, batch, dropout).view({B, T, Nkv, D}).transpose(1, 2);  // [B, Nkv, T, D]
+    at::Tensor v = Project(l, i, Proj::kV, h, batch, dropout).view({B, T, Nkv, D}).transpose(1, 2);
+    q = rotate(q);
+    k = rotate(k);
+    if (Nkv != Nq) {
+      k = k.repeat_interleave(Nq / Nkv, 1);  // [B, Nq, T, D]
+      v = v.repeat_interleave(Nq / Nkv, 1);
+    }
+    at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/!mask.has_value(),
+                                                       1.0 / std::sqrt(static_cast<double>(D)));
+    attn = attn.transpose(1, 2).reshape({B, T, Nq * D});  // [B, T, Nq*D]
+    x = x + Project(l, i, Proj::kO, attn, batch, dropout);
+    h = RmsNorm(x, l.post_norm);
+    at::Tensor gated = at::silu(Project(l, i, Proj::kGate, h, batch, dropout)) * Project(l, i, Proj::kUp, h, batch, dropout);
+    x = x + Project(l, i, Proj::kDown, gated, batch, dropout);
+  }
+  return RmsNorm(x, final_norm_);
+}
+
+at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const { return at::linear(hidden, Head()).to(at::kFloat); }
+
+LlamaModel::LossSums LlamaModel::Loss(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_tokens) const {
+  at::Tensor h = hidden.reshape({-1, hidden.size(-1)});  // [B*T, H]
+  at::Tensor t = targets.reshape({-1});                  // [B*T]
+  LossSums sums;
+  sums.loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(hidden.device()));
+  at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(hidden.device()));
+  at::Tensor counted = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(hidden.device()));
+  for (int64_t start = 0; start < h.size(0); start += chunk_tokens) {
+    const int64_t n = std::min(chunk_tokens, h.size(0) - start);
+    at::Tensor tt = t.narrow(0, start, n);
+    at::Tensor logits = at::linear(h.narrow(0, start, n), Head()).to(at::kFloat);  // [n, V]
+    sums.loss_sum = sums.loss_sum + at::cross_entropy_loss(logits, tt, {}, at::Reduction::Sum, -100);
+    at::Tensor trained = tt != -100;
+    counted += trained.sum();
+    correct += (logits.argmax(-1) == tt).logical_and(trained).sum();
+  }
+  sums.tokens = counted.item<int64_t>();
+  sums.correct = correct.item<int64_t>();
+  return sums;
+}
+
+}  // namespace herd::engine

@@ -1,0 +1,121 @@
+// LLaMA 1/2/3/3.1/3.2 with LoRA, in libtorch (DESIGN.md §5): RMSNorm, RoPE (default, linear and
+// llama3 frequency scaling), grouped-query attention with an explicit head_dim, SwiGLU, tied or
+// untied head. The base weights are frozen; only the LoRA A and B tensors require grad.
+// Packed batches carry per-token document ids: each document attends only to itself.
+#ifndef HERD_TRAINER_ENGINE_MODEL_LLAMA_H_
+#define HERD_TRAINER_ENGINE_MODEL_LLAMA_H_
+
+#include <ATen/ATen.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "trainer/engine/model/llama_config.h"
+#include "trainer/engine/model/tensor_names.h"
+
+namespace herd::engine {
+
+struct LoraOptions {
+  int r = 16;
+  double alpha = 32;
+  double dropout = 0.0;
+  bool rslora = false;           // scale alpha / sqrt(r) instead of alpha / r
+  std::vector<Proj> targets;     // projections that get an adapter
+
+  double scale() const;
+};
+
+// One batch on the model's device. B sequences of T tokens.
+struct Batch {
+  at::Tensor input_ids;     // [B, T] int64
+  at::Tensor position_ids;  // [B, T] int64; restart at 0 for every packed document
+  at::Tensor doc_ids;       // [B, T] int64 or undefined: undefined = one causal document per row
+  at::Tensor targets;       // [B, T] int64, the next token of each position, -100 where not trained
+  std::vector<int64_t> sequence_ids;  // global index of each row (LoRA dropout masks depend on it)
+};
+
+// What the deterministic LoRA dropout masks depend on (DESIGN.md §4): never the rank.
+struct DropoutKey {
+  uint64_t seed = 0;
+  int64_t step = 0;
+};
+
+struct LoadOptions {
+  at::Device device = at::kCPU;
+  at::ScalarType dtype = at::kFloat;  // base weights; LoRA parameters are always float32
+};
+
+class LlamaModel {
+ public:
+  // Reads config.json and model.safetensors (or the shards of model.safetensors.index.json),
+  // checking every tensor's presence, dtype and shape; errors name the file and the tensor.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
+                                                         const LoadOptions& options);
+
+  // Adds adapters to options.targets in every layer: A Kaiming-uniform (PEFT's init, seeded),
+  // B zero. Replaces any earlier adapters.
+  absl::Status EnableLora(const LoraOptions& options, uint64_t seed);
+
+  // Final hidden states after the last norm. [B, T, hidden]. `dropout` may be null (no dropout,
+  // as in eval). Throws c10::Error on bad input; callers at the component edge convert it.
+  at::Tensor Hidden(const Batch& batch, const DropoutKey* dropout) const;
+  // Full-vocabulary logits in float32. [B, T, vocab]. For tests and small evaluations only.
+  at::Tensor Logits(const at::Tensor& hidden) const;
+
+  struct LossSums {
+    at::Tensor loss_sum;  // scalar float32, Σ token cross-entropy over trained tokens (has grad)
+    int64_t tokens = 0;   // trained tokens
+    int64_t correct = 0;  // trained tokens whose argmax is the target
+  };
+  // Head + cross-entropy `chunk_tokens` tokens at a time, so the full [B*T, vocab] logits never
+  // exist at once.
+  LossSums Loss(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_tokens = 2048) const;
+
+  struct Adapter {
+    int layer;
+    Proj proj;
+    at::Tensor a;  // [r, in]  float32, requires grad
+    at::Tensor b;  // [out, r] float32, requires grad
+  };
+  const std::vector<Adapter>& adapters() const { return adapters_; }
+  // A then B of every adapter, layer by layer in kProjTable order: the flat-buffer order.
+  std::vector<at::Tensor> LoraParameters() const;
+  const LoraOptions& lora_options() const { return lora_; }
+
+  const LlamaConfig& config() const { return config_; }
+  const std::string& model_dir() const { return model_dir_; }
+  // A base tensor by its Hugging Face name (the merged exporter reads them).
+  at::Tensor BaseTensor(const std::string& hf_name) const;
+
+ private:
+  struct Layer {
+    at::Tensor input_norm, post_norm;   // [hidden]
+    at::Tensor proj[kNumProj];          // [out, in]
+    int adapter[kNumProj];              // index into adapters_, or -1
+  };
+  LlamaModel() = default;
+  at::Tensor Project(const Layer& layer, int layer_index, Proj proj, const at::Tensor& x, const Batch& batch,
+                     const DropoutKey* dropout) const;
+  at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
+  at::Tensor Head() const { return config_.tie_word_embeddings ? embed_ : lm_head_; }
+
+  LlamaConfig config_;
+  std::string model_dir_;
+  LoadOptions load_;
+  at::Tensor embed_;      // [vocab, hidden]
+  at::Tensor final_norm_; // [hidden]
+  at::Tensor lm_head_;    // [vocab, hidden]; undefined when tied
+  at::Tensor inv_freq_;   // [head_dim / 2] float32
+  std::vector<Layer> layers_;
+  LoraOptions lora_;
+  std::vector<Adapter> adapters_;
+};
+
+// RoPE inverse frequencies exactly as transformers computes them. [head_dim / 2] float32.
+at::Tensor RopeInverseFrequencies(const LlamaConfig& config);
+
+}  // namespace herd::engine
+
+#endif  // HERD_TRAINER_ENGINE_MODEL_LLAMA_H_
