@@ -5,9 +5,11 @@
 #include <string>
 
 #include "CLI/CLI.hpp"
+#include "common/engine_protocol.h"
 #include "common/job_spec.h"
 #include "common/status.h"
 #include "common/log.h"
+#include "trainer/engine/engine_run.h"
 #include "trainer/engine/probe.h"
 
 namespace {
@@ -36,8 +38,18 @@ int main(int argc, char** argv) {
                  "Self-check a device (cpu or cuda:N): a matmul against a float64 reference and a one-rank "
                  "all-reduce through the device's communicator; prints JSON lines");
   app.add_option("--scratch", scratch, "Scratch folder for --smoke")->capture_default_str();
+  int protocol = 0;
+  app.add_option("--protocol", protocol, "Speak this version of the agent protocol on stdin/stdout (what herd-trainer and herd-train use)");
   CLI11_PARSE(app, argc, argv);
 
+  if (protocol != 0) {
+    if (protocol != herd::kEngineProtocolVersion) {
+      std::cerr << "herd-engine: protocol version " << protocol << " is not supported (only "
+                << herd::kEngineProtocolVersion << ")\n";
+      return 2;
+    }
+    return herd::engine::RunProtocol();
+  }
   if (probe) {
     std::cout << herd::engine::ProbeDevices().dump() << "\n";
     return 0;
@@ -66,7 +78,6 @@ int main(int argc, char** argv) {
     std::cout << a->dump() << "\n";
     return ok ? 0 : 1;
   }
-  std::cerr << "herd-engine: the agent protocol loop arrives with the training engine (issue 3); "
-               "see --help for what this build can do\n";
-  return 1;
+  std::cerr << "herd-engine: nothing to do; herd-trainer runs it with --protocol=1 (see --help)\n";
+  return 2;
 }

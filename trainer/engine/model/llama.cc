@@ -124,6 +124,7 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       at::Tensor host = at::empty(spec.shape, at::TensorOptions().dtype(type));
       std::memcpy(host.data_ptr(), t->data.data(), t->data.size());  // the mapping may be unaligned
       loaded[spec.name] = host.to(options.device, options.dtype).contiguous();
+      m->stored_dtype_[spec.name] = type;
     }
   } catch (const std::exception& e) {
     return absl::InternalError(herd::StrCat("loading ", dir, ": ", e.what()));
@@ -164,8 +165,8 @@ absl::Status LlamaModel::EnableLora(const LoraOptions& options, uint64_t seed) {
         const double bound = 1.0 / std::sqrt(static_cast<double>(in));
         at::Tensor a = at::empty({options.r, in}, at::kFloat).uniform_(-bound, bound, gen);
         at::Tensor b = at::zeros({out, options.r}, at::kFloat);
-        a = a.to(load_.device).set_requires_grad(true);
-        b = b.to(load_.device).set_requires_grad(true);
+        a = a.to(load_.device, load_.lora_dtype).set_requires_grad(true);
+        b = b.to(load_.device, load_.lora_dtype).set_requires_grad(true);
         l.adapter[k] = static_cast<int>(adapters_.size());
         adapters_.push_back({i, p.proj, a, b});
       }
@@ -201,8 +202,8 @@ at::Tensor LlamaModel::BaseTensor(const std::string& name) const {
 }
 
 at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) const {
-  // In float32 whatever the weights' dtype, as transformers does.
-  at::Tensor x32 = x.to(at::kFloat);
+  // In float32 whatever the weights' dtype, as transformers does (float64 stays float64).
+  at::Tensor x32 = x.scalar_type() == at::kDouble ? x : x.to(at::kFloat);
   at::Tensor variance = x32.pow(2).mean(-1, /*keepdim=*/true);
   return weight * (x32 * at::rsqrt(variance + config_.rms_norm_eps)).to(x.scalar_type());
 }
@@ -213,7 +214,7 @@ at::Tensor LlamaModel::Project(const Layer& layer, int layer_index, Proj proj, c
   at::Tensor y = at::linear(x, layer.proj[k]);  // [B, T, out]
   if (layer.adapter[k] < 0) return y;
   const Adapter& ad = adapters_[layer.adapter[k]];
-  at::Tensor xin = x.to(at::kFloat);  // [B, T, in]
+  at::Tensor xin = x.to(ad.a.scalar_type());  // [B, T, in]
   if (dropout != nullptr && lora_.dropout > 0) {
     // Each row's mask is a function of (seed, step, global sequence index, layer, projection).
     const double keep = 1.0 - lora_.dropout;
@@ -283,14 +284,15 @@ at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const { return at::linea
 LlamaModel::LossSums LlamaModel::Loss(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_tokens) const {
   at::Tensor h = hidden.reshape({-1, hidden.size(-1)});  // [B*T, H]
   at::Tensor t = targets.reshape({-1});                  // [B*T]
+  const at::ScalarType acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   LossSums sums;
-  sums.loss_sum = at::zeros({}, at::TensorOptions().dtype(at::kFloat).device(hidden.device()));
+  sums.loss_sum = at::zeros({}, at::TensorOptions().dtype(acc).device(hidden.device()));
   at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(hidden.device()));
   at::Tensor counted = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(hidden.device()));
   for (int64_t start = 0; start < h.size(0); start += chunk_tokens) {
     const int64_t n = std::min(chunk_tokens, h.size(0) - start);
     at::Tensor tt = t.narrow(0, start, n);
-    at::Tensor logits = at::linear(h.narrow(0, start, n), Head()).to(at::kFloat);  // [n, V]
+    at::Tensor logits = at::linear(h.narrow(0, start, n), Head()).to(acc);  // [n, V]
     sums.loss_sum = sums.loss_sum + at::cross_entropy_loss(logits, tt, {}, at::Reduction::Sum, -100);
     at::Tensor trained = tt != -100;
     counted += trained.sum();

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -44,7 +45,8 @@ struct DropoutKey {
 
 struct LoadOptions {
   at::Device device = at::kCPU;
-  at::ScalarType dtype = at::kFloat;  // base weights; LoRA parameters are always float32
+  at::ScalarType dtype = at::kFloat;       // base weights
+  at::ScalarType lora_dtype = at::kFloat;  // LoRA A and B; float64 only for gradient checks
 };
 
 class LlamaModel {
@@ -65,7 +67,8 @@ class LlamaModel {
   at::Tensor Logits(const at::Tensor& hidden) const;
 
   struct LossSums {
-    at::Tensor loss_sum;  // scalar float32, Σ token cross-entropy over trained tokens (has grad)
+    at::Tensor loss_sum;  // scalar float32 (float64 for a float64 model), Σ token cross-entropy
+                          // over trained tokens (has grad)
     int64_t tokens = 0;   // trained tokens
     int64_t correct = 0;  // trained tokens whose argmax is the target
   };
@@ -85,9 +88,14 @@ class LlamaModel {
   const LoraOptions& lora_options() const { return lora_; }
 
   const LlamaConfig& config() const { return config_; }
+  // The device the weights live on (where batches must go).
+  at::Device embed_device() const { return load_.device; }
   const std::string& model_dir() const { return model_dir_; }
   // A base tensor by its Hugging Face name (the merged exporter reads them).
   at::Tensor BaseTensor(const std::string& hf_name) const;
+  // The dtype a BaseTensorSpecs tensor has in the checkpoint files (the merged exporter writes it
+  // back so); throws std::out_of_range for other names.
+  at::ScalarType StoredDtype(const std::string& hf_name) const { return stored_dtype_.at(hf_name); }
 
  private:
   struct Layer {
@@ -109,6 +117,7 @@ class LlamaModel {
   at::Tensor lm_head_;    // [vocab, hidden]; undefined when tied
   at::Tensor inv_freq_;   // [head_dim / 2] float32
   std::vector<Layer> layers_;
+  std::map<std::string, at::ScalarType> stored_dtype_;  // HF name -> dtype in the checkpoint
   LoraOptions lora_;
   std::vector<Adapter> adapters_;
 };

@@ -1,0 +1,196 @@
+// The training loop. Shapes: B micro-batch rows, T sequence length.
+#include "trainer/engine/train/trainer.h"
+
+#include <c10/core/GradMode.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "common/sharding.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "trainer/engine/model/adapter_io.h"
+#include "trainer/engine/train/checkpoint.h"
+#include "trainer/engine/train/optimizer.h"
+#include "trainer/engine/train/schedule.h"
+
+namespace herd::engine {
+namespace {
+
+double Seconds(absl::Time since) { return absl::ToDoubleSeconds(absl::Now() - since); }
+
+// Copies every parameter's gradient into one flat float32 buffer (zeros where a rank computed
+// none), so one all-reduce moves all of them. [Σ numel]
+at::Tensor FlattenGrads(const std::vector<at::Tensor>& params) {
+  std::vector<at::Tensor> parts;
+  parts.reserve(params.size());
+  for (const at::Tensor& p : params) {
+    parts.push_back(p.grad().defined() ? p.grad().reshape({-1}) : at::zeros({p.numel()}, p.options()));
+  }
+  return at::cat(parts).to(at::kFloat).contiguous();
+}
+
+void UnflattenGrads(const at::Tensor& flat, const std::vector<at::Tensor>& params) {
+  int64_t offset = 0;
+  for (const at::Tensor& p : params) {
+    const_cast<at::Tensor&>(p).mutable_grad() = flat.narrow(0, offset, p.numel()).view(p.sizes()).to(p.scalar_type()).clone();
+    offset += p.numel();
+  }
+}
+
+ShardShape ShapeFor(const TrainConfig& c, const PreparedData& data, int world_size) {
+  return ShardShape{.num_sequences = data.num_rows(),
+                    .epochs = c.training.epochs,
+                    .global_batch = c.training.global_batch_size,
+                    .micro_batch = c.training.micro_batch_size,
+                    .world_size = world_size,
+                    .seed = static_cast<uint64_t>(c.training.seed)};
+}
+
+}  // namespace
+
+absl::StatusOr<EvalReport> Evaluate(const LlamaModel& model, const PreparedData& data, int64_t micro_batch) {
+  const absl::Time start = absl::Now();
+  c10::AutoGradMode no_grad(false);
+  double loss_sum = 0;
+  int64_t tokens = 0, correct = 0;
+  try {
+    for (int64_t first = 0; first < data.num_rows(); first += micro_batch) {
+      std::vector<int64_t> rows;
+      for (int64_t r = first; r < std::min(first + micro_batch, data.num_rows()); ++r) rows.push_back(r);
+      Batch batch = data.MakeBatch(rows, rows, model.embed_device());
+      LlamaModel::LossSums sums = model.Loss(model.Hidden(batch, nullptr), batch.targets);
+      loss_sum += sums.loss_sum.item<double>();
+      tokens += sums.tokens;
+      correct += sums.correct;
+    }
+  } catch (const std::exception& e) {
+    return absl::InternalError(herd::StrCat("evaluating on ", data.path(), ": ", e.what()));
+  }
+  EvalReport report;
+  report.tokens = tokens;
+  report.eval_loss = tokens > 0 ? loss_sum / tokens : 0.0;
+  report.token_accuracy = tokens > 0 ? static_cast<double>(correct) / tokens : 0.0;
+  report.eval_seconds = Seconds(start);
+  return report;
+}
+
+absl::Status Train(LlamaModel& model, const PreparedData& train, const PreparedData* validation, Communicator& comm,
+                   const TrainConfig& config, const TrainCallbacks& cb) {
+  const TrainingSpec& t = config.training;
+  const int rank = comm.rank();
+  const ShardShape shape = ShapeFor(config, train, comm.world_size());
+  HERD_RETURN_IF_ERROR(shape.Validate());
+  int64_t total = config.total_steps;
+  if (total <= 0) total = t.max_steps ? std::min(*t.max_steps, shape.TotalSteps()) : shape.TotalSteps();
+
+  const nlohmann::json fingerprint = ResumeFingerprint(config, model);
+  int64_t start_step = 0;
+  if (!config.resume_dir.empty()) {
+    // The adapter replaces the model's tensors, so it is loaded before the optimizer takes them.
+    if (cb.on_phase) cb.on_phase("loading");
+    HERD_ASSIGN_OR_RETURN(TrainerState resumed, ReadTrainerState(config.resume_dir, fingerprint));
+    HERD_RETURN_IF_ERROR(LoadAdapter(model, config.resume_dir));
+    start_step = resumed.step;
+  }
+  const std::vector<at::Tensor> params = model.LoraParameters();
+  HERD_ASSIGN_OR_RETURN(AdamW optimizer, AdamW::Create(params, AdamWOptions{.weight_decay = t.weight_decay}));
+  if (!config.resume_dir.empty()) HERD_RETURN_IF_ERROR(LoadOptimizerState(config.resume_dir, optimizer));
+  HERD_ASSIGN_OR_RETURN(const LrSchedule schedule,
+                        LrSchedule::Create(t.learning_rate, t.lr_scheduler, t.warmup_ratio, total));
+  auto epoch_at = [&](int64_t steps) {
+    return static_cast<double>(steps * t.global_batch_size) / static_cast<double>(train.num_rows());
+  };
+  auto checkpoint = [&](int64_t step, bool final) -> absl::Status {
+    if (rank != 0) return absl::OkStatus();
+    if (cb.on_phase) cb.on_phase("checkpointing");
+    TrainerState state{.step = step, .total_steps = total, .epoch = epoch_at(step),
+                       .generation = config.generation, .world_size = comm.world_size(), .fingerprint = fingerprint};
+    HERD_ASSIGN_OR_RETURN(CheckpointReport report,
+                          WriteCheckpoint(model, optimizer, state, config.model_name, config.checkpoint_root, final));
+    if (cb.on_checkpoint) cb.on_checkpoint(report);
+    return absl::OkStatus();
+  };
+  auto evaluate = [&](int64_t step) -> absl::Status {
+    if (rank != 0 || validation == nullptr) return absl::OkStatus();
+    if (cb.on_phase) cb.on_phase("evaluating");
+    HERD_ASSIGN_OR_RETURN(EvalReport report, Evaluate(model, *validation, t.micro_batch_size));
+    report.step = step;
+    if (cb.on_eval) cb.on_eval(report);
+    return absl::OkStatus();
+  };
+
+  if (start_step == 0 && config.eval_every_steps > 0) HERD_RETURN_IF_ERROR(evaluate(0));  // the "before"
+  if (cb.on_phase) cb.on_phase("training");
+  for (int64_t step = start_step; step < total; ++step) {
+    if (cb.cancelled && cb.cancelled()) return absl::CancelledError("cancelled");
+    const absl::Time step_start = absl::Now();
+    StepReport report;
+    report.step = step + 1;
+    report.total_steps = total;
+
+    // 1. This rank's micro-batches, and the global count of trained tokens (the loss divisor).
+    const std::vector<MicroBatch> plan = ShardForStep(shape, step, rank);
+    double counts[1] = {0};
+    for (const MicroBatch& mb : plan) counts[0] += static_cast<double>(train.TrainedTokens(mb.rows));
+    HERD_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(counts), config.collective_timeout));
+    const double global_tokens = std::max(counts[0], 1.0);
+    report.trained_tokens = static_cast<int64_t>(counts[0]);
+
+    // 2. Forward, loss and backward per micro-batch; gradients accumulate in the parameters.
+    double stats[2] = {0, 0};  // Σ token losses, Σ correct
+    try {
+      for (const at::Tensor& p : params) const_cast<at::Tensor&>(p).mutable_grad() = at::Tensor();
+      for (const MicroBatch& mb : plan) {
+        if (mb.rows.empty()) continue;
+        const absl::Time wait = absl::Now();
+        Batch batch = train.MakeBatch(mb.rows, mb.stream_positions, model.embed_device());
+        report.data_wait_seconds += Seconds(wait);
+        report.tokens += (batch.doc_ids >= 0).sum().item<int64_t>();
+        const DropoutKey key{.seed = static_cast<uint64_t>(t.seed), .step = step};
+        LlamaModel::LossSums sums = model.Loss(model.Hidden(batch, &key), batch.targets);
+        (sums.loss_sum / global_tokens).backward();
+        stats[0] += sums.loss_sum.item<double>();
+        stats[1] += static_cast<double>(sums.correct);
+      }
+    } catch (const std::exception& e) {
+      return absl::InternalError(herd::StrCat("step ", step + 1, ": ", e.what()));
+    }
+
+    // 3. One all-reduce of every LoRA gradient, then clip, AdamW and the schedule.
+    const absl::Time reduce_start = absl::Now();
+    at::Tensor flat = FlattenGrads(params);
+    HERD_RETURN_IF_ERROR(comm.AllReduceSum(std::span<float>(flat.data_ptr<float>(), flat.numel()),
+                                           config.collective_timeout));
+    HERD_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(stats), config.collective_timeout));
+    report.allreduce_seconds = Seconds(reduce_start);
+    UnflattenGrads(flat, params);
+
+    report.loss = stats[0] / global_tokens;
+    HERD_ASSIGN_OR_RETURN(report.grad_norm, ClipGradNorm(params, t.max_grad_norm));
+    report.lr = schedule.LearningRate(step);
+    report.epoch = epoch_at(step + 1);
+    if (!std::isfinite(report.loss) || !std::isfinite(report.grad_norm)) {
+      report.step_seconds = Seconds(step_start);
+      if (cb.on_step) cb.on_step(report);
+      return absl::OutOfRangeError(herd::StrCat("step ", step + 1, ": loss ", report.loss, ", gradient norm ",
+                                                report.grad_norm, " (not finite)"));
+    }
+    HERD_RETURN_IF_ERROR(optimizer.Step(report.lr));
+    report.step_seconds = Seconds(step_start);
+    if (cb.on_step) cb.on_step(report);
+
+    const bool last = step + 1 == total;
+    if (!last && config.eval_every_steps > 0 && (step + 1) % config.eval_every_steps == 0) {
+      HERD_RETURN_IF_ERROR(evaluate(step + 1));
+    }
+    if (!last && config.checkpoint_every_steps > 0 && (step + 1) % config.checkpoint_every_steps == 0) {
+      HERD_RETURN_IF_ERROR(checkpoint(step + 1, /*final=*/false));
+    }
+    if (cb.on_phase && !last) cb.on_phase("training");
+  }
+  HERD_RETURN_IF_ERROR(evaluate(total));
+  return checkpoint(total, /*final=*/true);
+}
+
+}  // namespace herd::engine
