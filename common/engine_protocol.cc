@@ -87,6 +87,7 @@ json AssignmentToJson(const EngineAssignment& a) {
                    {"grad_accum_steps", a.grad_accum_steps}, {"eval_every_steps", a.eval_every_steps},
                    {"checkpoint_every_steps", a.checkpoint_every_steps}};
   j["resume"] = a.resume_step ? json{{"step", *a.resume_step}, {"dir", a.resume_dir}} : json(nullptr);
+  j["init_adapter"] = a.init_adapter_dir.empty() ? json(nullptr) : json(a.init_adapter_dir);
   j["scratch_dir"] = a.scratch_dir;
   j["collective"] = {{"backend", a.collective_backend}, {"bind_address", a.bind_address},
                      {"advertise_address", a.advertise_address}, {"timeout_seconds", a.collective_timeout_seconds}};
@@ -144,6 +145,7 @@ absl::StatusOr<EngineAssignment> AssignmentFromJson(const json& j) {
     HERD_RETURN_IF_ERROR(resume.Get("dir", &a.resume_dir));
     a.resume_step = step;
   }
+  HERD_RETURN_IF_ERROR(f.Get("init_adapter", &a.init_adapter_dir, /*required=*/false));
   HERD_RETURN_IF_ERROR(f.Get("scratch_dir", &a.scratch_dir));
   HERD_ASSIGN_OR_RETURN(Fields coll, f.Child("collective"));
   HERD_RETURN_IF_ERROR(coll.Get("backend", &a.collective_backend));

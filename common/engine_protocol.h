@@ -36,6 +36,7 @@ struct EngineAssignment {
   int64_t checkpoint_every_steps = 100;
   std::optional<int64_t> resume_step;       // set together with resume_dir
   std::string resume_dir;
+  std::string init_adapter_dir;             // start from this PEFT adapter (fresh optimizer); "" = new
   std::string scratch_dir;
   std::string collective_backend = "tcp";   // "tcp" or "nccl"
   std::string bind_address = "127.0.0.1";

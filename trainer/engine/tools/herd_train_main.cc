@@ -31,7 +31,7 @@ void OnInterrupt(int) { g_interrupted = true; }
 enum ExitCode { kOk = 0, kFailed = 1, kInvalid = 2, kInterrupted = 130 };
 
 struct Flags {
-  std::string model, data, validation_data, out, config, engine, resume, device = "cpu";
+  std::string model, data, validation_data, out, config, engine, resume, init_adapter, device = "cpu";
   int nproc = 1, threads = 1;
   int64_t max_steps = 0, epochs = 0, global_batch = 0, micro_batch = 0, max_seq_len = 0, seed = -1;
   int64_t eval_every = -1, checkpoint_every = 0;
@@ -143,6 +143,7 @@ int Run(const Flags& f) {
     a.resume_dir = fs::absolute(f.resume).string();
     a.resume_step = 0;  // the engine reads the real step from the checkpoint
   }
+  if (!f.init_adapter.empty()) a.init_adapter_dir = fs::absolute(f.init_adapter).string();
   a.collective_backend = f.device == "cpu" ? "tcp" : "nccl";
   a.collective_timeout_seconds = 300;
 
@@ -216,6 +217,8 @@ int main(int argc, char** argv) {
   app.add_option("--eval-every", f.eval_every, "Evaluate every N steps (default: before and after training)");
   app.add_option("--checkpoint-every", f.checkpoint_every, "Checkpoint every N steps (default: the job file's)");
   app.add_option("--resume", f.resume, "Continue from a checkpoint folder (work/rank-0/checkpoints/step-N)")->check(CLI::ExistingDirectory);
+  app.add_option("--init-adapter", f.init_adapter, "Start from this PEFT adapter (same r/alpha/targets as the job) with a fresh optimizer")
+      ->check(CLI::ExistingDirectory);
   app.add_option("--engine", f.engine, "herd-engine binary (default: beside herd-train)");
   app.add_flag("--verbose", f.verbose, "Engine logs on stderr instead of work/rank-N/engine.stderr.log");
   try {

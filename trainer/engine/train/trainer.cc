@@ -47,6 +47,22 @@ ShardShape ShapeFor(const TrainConfig& c, const PreparedData& data, int world_si
                     .seed = static_cast<uint64_t>(c.training.seed)};
 }
 
+// Continues training an existing adapter: it must have the job's LoRA shape (r, alpha,
+// targets, rsLoRA), or the job would silently train something else than it says.
+absl::Status LoadInitialAdapter(LlamaModel& model, const std::string& dir) {
+  const LoraOptions want = model.lora_options();
+  HERD_RETURN_IF_ERROR(LoadAdapter(model, dir));
+  const LoraOptions& got = model.lora_options();
+  if (got.r != want.r || got.alpha != want.alpha || got.rslora != want.rslora || got.targets != want.targets) {
+    return absl::FailedPreconditionError(herd::StrCat("initial adapter ", dir, " has r=", got.r, " alpha=", got.alpha,
+                                                      " rslora=", got.rslora, " and ", got.targets.size(),
+                                                      " target modules; the job asks for r=", want.r, " alpha=",
+                                                      want.alpha, " rslora=", want.rslora, " and ",
+                                                      want.targets.size()));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<EvalReport> Evaluate(const LlamaModel& model, const PreparedData& data, int64_t micro_batch) {
@@ -92,6 +108,8 @@ absl::Status Train(LlamaModel& model, const PreparedData& train, const PreparedD
     HERD_ASSIGN_OR_RETURN(TrainerState resumed, ReadTrainerState(config.resume_dir, fingerprint));
     HERD_RETURN_IF_ERROR(LoadAdapter(model, config.resume_dir));
     start_step = resumed.step;
+  } else if (!config.init_adapter_dir.empty()) {
+    HERD_RETURN_IF_ERROR(LoadInitialAdapter(model, config.init_adapter_dir));
   }
   const std::vector<at::Tensor> params = model.LoraParameters();
   HERD_ASSIGN_OR_RETURN(AdamW optimizer, AdamW::Create(params, AdamWOptions{.weight_decay = t.weight_decay}));

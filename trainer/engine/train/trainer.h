@@ -28,6 +28,7 @@ struct TrainConfig {
   int64_t checkpoint_every_steps = 100;
   std::string checkpoint_root;           // rank 0 writes <root>/step-NNNNNNNN/
   std::string resume_dir;                // "" = start fresh; else a checkpoint folder
+  std::string init_adapter_dir;          // start from this adapter with a fresh optimizer; "" = none
   int64_t generation = 1;
   absl::Duration collective_timeout = absl::Minutes(10);
 };
@@ -77,7 +78,8 @@ absl::StatusOr<EvalReport> Evaluate(const LlamaModel& model, const PreparedData&
 
 // Trains `model` (LoRA already enabled, or restored from config.resume_dir) to the last step.
 // CANCELLED when callbacks.cancelled() turned true; OUT_OF_RANGE on a non-finite loss or
-// gradient; FAILED_PRECONDITION when the resume checkpoint was made under another configuration.
+// gradient; FAILED_PRECONDITION when the resume checkpoint or the initial adapter was made under
+// another LoRA configuration.
 absl::Status Train(LlamaModel& model, const PreparedData& train, const PreparedData* validation,
                    Communicator& comm, const TrainConfig& config, const TrainCallbacks& callbacks);
 

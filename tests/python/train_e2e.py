@@ -1,0 +1,192 @@
+"""herd-train end to end on the tiny fixture model, multi-process on loopback (ctest: train_*).
+
+  ranks           2 ranks with the same global batch and seed write the same adapter as 1 rank
+                  (max|diff| / max|ref| < 1e-5), LoRA dropout on, so dropout masks must not depend
+                  on the rank;
+  resume          train 2k steps; train k, then resume from the step-k checkpoint for k more: the
+                  same adapter (< 1e-6), on 2 ranks;
+  eval_decreases  training on a sample dataset lowers the eval loss herd-train reports;
+  optimizer_step  one optimizer step of herd-train equals the same step done in PyTorch with PEFT
+                  on the same batch (loss over the global batch, clipping, torch.optim.AdamW with
+                  weight decay), both starting from one adapter with a random B (< 1e-5).
+Missing packages or any mismatch fail the test; nothing is skipped.
+"""
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+try:
+    import torch
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import LlamaForCausalLM
+except ImportError as e:
+    sys.exit(f"train_e2e.py: cannot import {e.name!r} with {sys.executable}; run scripts/setup.sh")
+
+
+def run(cmd, **kw):
+    done = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if done.returncode != 0:
+        sys.exit(f"train_e2e.py: {' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return done.stdout
+
+
+def rel(a, b):
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def compare_adapters(a_dir, b_dir, tolerance, what):
+    a = load_file(os.path.join(a_dir, "adapter_model.safetensors"))
+    b = load_file(os.path.join(b_dir, "adapter_model.safetensors"))
+    if a.keys() != b.keys():
+        sys.exit(f"{what}: adapters hold different tensors")
+    worst = max(rel(a[k], b[k]) for k in a)
+    if os.environ.get("HERD_TEST_DEBUG"):
+        for k in sorted(a):
+            print(f"  {k}: {rel(a[k], b[k]):.2e}  |a| {a[k].abs().max().item():.3e} |b| {b[k].abs().max().item():.3e}")
+    moved = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"{what}: worst relative difference {worst:.2e} over {len(a)} tensors")
+    if worst >= tolerance:
+        sys.exit(f"{what}: {worst:.2e} >= {tolerance}")
+    return worst, moved
+
+
+def write_job(path, body):
+    with open(path, "w") as f:
+        f.write(body)
+    return path
+
+
+def case_ranks(args, tmp, model):
+    job = write_job(os.path.join(tmp, "job.yaml"),
+                    "lora: {r: 8, alpha: 16, dropout: 0.1}\n"
+                    "training: {global_batch_size: 8, micro_batch_size: 2, max_seq_len: 128, learning_rate: 3.0e-3,\n"
+                    "           warmup_ratio: 0.0, seed: 7}\n")
+    common = ["--model", model, "--data", args.samples + "/support_qa.jsonl", "--config", job, "--max-steps", "4"]
+    run([args.herd_train, *common, "--out", tmp + "/one", "--nproc", "1"])
+    run([args.herd_train, *common, "--out", tmp + "/two", "--nproc", "2"])
+    worst, _ = compare_adapters(tmp + "/one/adapter", tmp + "/two/adapter", 1e-5, "2 ranks vs 1 rank")
+    # A change that matters must show: another seed gives another adapter.
+    run([args.herd_train, *common, "--out", tmp + "/seed", "--nproc", "1", "--seed", "8"])
+    a = load_file(tmp + "/one/adapter/adapter_model.safetensors")
+    b = load_file(tmp + "/seed/adapter/adapter_model.safetensors")
+    if max(rel(a[k], b[k]) for k in a) < 1e-3:
+        sys.exit("another seed gave the same adapter: the comparison cannot tell runs apart")
+
+
+def case_resume(args, tmp, model):
+    job = write_job(os.path.join(tmp, "job.yaml"),
+                    "training: {global_batch_size: 4, max_seq_len: 128, learning_rate: 2.0e-3, seed: 3}\n"
+                    "checkpoints: {every_steps: 3}\n")
+    common = ["--model", model, "--data", args.samples + "/support_chat.jsonl", "--config", job,
+              "--max-steps", "6", "--nproc", "2"]
+    out = run([args.herd_train, *common, "--out", tmp + "/full"])
+    ckpt = tmp + "/full/work/rank-0/checkpoints/step-00000003"
+    if not os.path.isdir(ckpt):
+        sys.exit(f"no step-3 checkpoint:\n{out}")
+    run([args.herd_train, *common, "--out", tmp + "/resumed", "--resume", ckpt])
+    compare_adapters(tmp + "/full/adapter", tmp + "/resumed/adapter", 1e-6, "resumed vs uninterrupted")
+    # Resuming under another LoRA configuration is refused.
+    bad = subprocess.run([args.herd_train, *common, "--out", tmp + "/bad", "--resume", ckpt, "--seed", "4"],
+                         capture_output=True, text=True)
+    if bad.returncode == 0 or "seed" not in bad.stderr:
+        sys.exit(f"resume with another seed was not refused:\n{bad.stdout}\n{bad.stderr}")
+
+
+def case_eval_decreases(args, tmp, model):
+    out = run([args.herd_train, "--model", model, "--data", args.samples + "/support_qa.jsonl",
+               "--out", tmp + "/run", "--nproc", "2", "--max-seq-len", "128", "--epochs", "2",
+               "--learning-rate", "5e-3"])
+    m = re.search(r"eval loss: ([0-9.]+) before, ([0-9.]+) after", out)
+    if not m:
+        sys.exit(f"no eval line in herd-train's output:\n{out}")
+    before, after = float(m.group(1)), float(m.group(2))
+    print(f"eval loss {before:.4f} -> {after:.4f}")
+    if not after < before - 0.05:
+        sys.exit(f"eval loss did not fall: {before} -> {after}")
+
+
+def case_optimizer_step(args, tmp, model):
+    # Eight short records, one per row (no packing): a global batch of 8 is the whole dataset, so
+    # the step sees exactly these rows whatever their order. Both sides start from the same
+    # adapter with a random B, so every gradient is well away from zero (with B = 0 Adam's first
+    # step is close to lr * sign(g), which would hide a wrong gradient). alpha/r is large for the
+    # same reason: Adam's first update is g / (|g| + eps), so an element whose gradient is near
+    # eps = 1e-8 turns float32 summation-order noise into visible differences.
+    data = os.path.join(tmp, "eight.jsonl")
+    with open(data, "w") as f:
+        for i in range(8):
+            f.write(json.dumps({"prompt": f"Invoice {i} is due on day {i + 3}. When is it due?",
+                                "completion": f" On day {i + 3}, as printed on invoice {i}."}) + "\n")
+    lr, wd, clip, r, alpha, seed = 2e-3, 0.05, 2.0, 8, 64, 11
+    job = write_job(os.path.join(tmp, "job.yaml"),
+                    f"validation_split: 0.0\nlora: {{r: {r}, alpha: {alpha}}}\n"
+                    f"training: {{global_batch_size: 8, max_seq_len: 64, packing: false, learning_rate: {lr},\n"
+                    f"           lr_scheduler: constant, warmup_ratio: 0.0, weight_decay: {wd},\n"
+                    f"           max_grad_norm: {clip}, seed: {seed}}}\n")
+    run([args.engine_tool, "init-adapter", "--model", model, "--out", tmp + "/init", "--r", str(r),
+         "--alpha", str(alpha), "--targets", "all-linear", "--seed", str(seed), "--random-b", "0.05"])
+    run([args.herd_train, "--model", model, "--data", data, "--config", job, "--max-steps", "1",
+         "--init-adapter", tmp + "/init", "--out", tmp + "/herd", "--nproc", "1"])
+
+    rows = load_file(tmp + "/herd/work/train.prepared")
+    ids, targets = rows["input_ids"].long(), rows["targets"].long()
+    if ids.shape[0] != 8:
+        sys.exit(f"expected 8 prepared rows, got {ids.shape[0]}")
+    mask = (rows["doc_ids"] >= 0).long()
+    base = LlamaForCausalLM.from_pretrained(model, torch_dtype=torch.float32)
+    peft = PeftModel.from_pretrained(base, tmp + "/init", is_trainable=True)
+    params = [p for n, p in peft.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=wd)
+    logits = peft(input_ids=ids, attention_mask=mask).logits.float()
+    trained = targets != -100
+    loss = torch.nn.functional.cross_entropy(logits[trained], targets[trained], reduction="sum") / trained.sum()
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(params, clip)
+    opt.step()
+    print(f"loss {loss.item():.6f}, gradient norm {norm.item():.4f} (clipped to {clip})")
+    peft.save_pretrained(tmp + "/torch")
+    compare_adapters(tmp + "/torch", tmp + "/herd/adapter", 1e-5, "1 step: Herd vs PyTorch AdamW")
+    init = load_file(tmp + "/init/adapter_model.safetensors")
+    final = load_file(tmp + "/herd/adapter/adapter_model.safetensors")
+    if max((final[k] - init[k]).abs().max().item() for k in init) < lr / 2:
+        sys.exit("the adapter barely moved: the comparison would not catch a wrong update")
+    # An initial adapter of another shape is refused.
+    wrong = write_job(os.path.join(tmp, "wrong.yaml"), "validation_split: 0.0\nlora: {r: 4, alpha: 16}\n"
+                      "training: {global_batch_size: 8, max_seq_len: 64, packing: false}\n")
+    bad = subprocess.run([args.herd_train, "--model", model, "--data", data, "--config", wrong, "--max-steps", "1",
+                          "--init-adapter", tmp + "/init", "--out", tmp + "/bad", "--nproc", "1"],
+                         capture_output=True, text=True)
+    if bad.returncode == 0 or "r=8" not in bad.stderr:
+        sys.exit(f"an initial adapter with another r was not refused:\n{bad.stdout}\n{bad.stderr}")
+
+
+CASES = {"ranks": case_ranks, "resume": case_resume, "eval_decreases": case_eval_decreases,
+         "optimizer_step": case_optimizer_step}
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--case", required=True, choices=sorted(CASES))
+    p.add_argument("--herd-train", required=True)
+    p.add_argument("--engine-tool", required=True)
+    p.add_argument("--make-tiny-model", required=True)
+    p.add_argument("--samples", required=True)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        model = os.path.join(tmp, "tiny-llama")
+        run([args.make_tiny_model, "--out", model])
+        CASES[args.case](args, tmp, model)
+    print(f"train_e2e.py {args.case}: ok")
+
+
+if __name__ == "__main__":
+    main()
