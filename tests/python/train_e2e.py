@@ -5,7 +5,9 @@
                   on the rank;
   resume          train 2k steps; train k, then resume from the step-k checkpoint for k more: the
                   same adapter (< 1e-6), on 2 ranks;
-  eval_decreases  training on a sample dataset lowers the eval loss herd-train reports;
+  eval_decreases  training on a sample dataset lowers the eval loss herd-train reports, and
+                  `herd-train export --merge` of that adapter loads in transformers with the logits
+                  PEFT gives for base + adapter (< 1e-5);
   optimizer_step  one optimizer step of herd-train equals the same step done in PyTorch with PEFT
                   on the same batch (loss over the global batch, clipping, torch.optim.AdamW with
                   weight decay), both starting from one adapter with a random B (< 1e-5).
@@ -112,6 +114,20 @@ def case_eval_decreases(args, tmp, model):
     print(f"eval loss {before:.4f} -> {after:.4f}")
     if not after < before - 0.05:
         sys.exit(f"eval loss did not fall: {before} -> {after}")
+
+    # The user's export: `herd-train export --merge` gives a model transformers loads, with the
+    # logits of base + adapter under PEFT.
+    run([args.herd_train, "export", "--merge", "--model", model, "--adapter", tmp + "/run/adapter",
+         "--out", tmp + "/merged"])
+    ids = torch.randint(0, 1000, (2, 17), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        merged = LlamaForCausalLM.from_pretrained(tmp + "/merged", torch_dtype=torch.float32)(input_ids=ids).logits
+        base = LlamaForCausalLM.from_pretrained(model, torch_dtype=torch.float32)
+        peft = PeftModel.from_pretrained(base, tmp + "/run/adapter")(input_ids=ids).logits
+    err = rel(merged, peft)
+    print(f"merged export vs PEFT: {err:.2e}")
+    if err >= 1e-5:
+        sys.exit(f"merged export differs from base + adapter: {err:.2e}")
 
 
 def case_optimizer_step(args, tmp, model):

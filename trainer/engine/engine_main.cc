@@ -10,6 +10,8 @@
 #include "common/status.h"
 #include "common/log.h"
 #include "trainer/engine/engine_run.h"
+#include "trainer/engine/model/adapter_io.h"
+#include "trainer/engine/model/llama.h"
 #include "trainer/engine/probe.h"
 
 namespace {
@@ -38,6 +40,11 @@ int main(int argc, char** argv) {
                  "Self-check a device (cpu or cuda:N): a matmul against a float64 reference and a one-rank "
                  "all-reduce through the device's communicator; prints JSON lines");
   app.add_option("--scratch", scratch, "Scratch folder for --smoke")->capture_default_str();
+  std::string merge_adapter, merge_model, merge_out;
+  app.add_option("--merge-adapter", merge_adapter, "Fold this PEFT adapter into --model and write a full model to --out")
+      ->check(CLI::ExistingDirectory);
+  app.add_option("--model", merge_model, "Base model directory (with --merge-adapter)")->check(CLI::ExistingDirectory);
+  app.add_option("--out", merge_out, "Output model directory (with --merge-adapter); must not exist");
   int protocol = 0;
   app.add_option("--protocol", protocol, "Speak this version of the agent protocol on stdin/stdout (what herd-trainer and herd-train use)");
   CLI11_PARSE(app, argc, argv);
@@ -49,6 +56,18 @@ int main(int argc, char** argv) {
       return 2;
     }
     return herd::engine::RunProtocol();
+  }
+  if (!merge_adapter.empty()) {
+    if (merge_model.empty() || merge_out.empty()) {
+      std::cerr << "herd-engine: --merge-adapter needs --model and --out\n";
+      return 1;
+    }
+    auto model = herd::engine::LlamaModel::Load(merge_model, {});
+    if (!model.ok()) return Fail(model.status(), 2);
+    if (absl::Status s = herd::engine::LoadAdapter(**model, merge_adapter); !s.ok()) return Fail(s, 2);
+    if (absl::Status s = herd::engine::SaveMerged(**model, merge_out); !s.ok()) return Fail(s, 1);
+    std::cout << "merged model: " << merge_out << "\n";
+    return 0;
   }
   if (probe) {
     std::cout << herd::engine::ProbeDevices().dump() << "\n";

@@ -3,6 +3,7 @@
 // line per step and the eval loss before and after, and writes the PEFT adapter to <out>/adapter.
 // It links the tokenizer but neither libtorch nor gRPC (docs/toolchain.md).
 #include <signal.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -192,6 +193,23 @@ int Run(const Flags& f) {
   return kOk;
 }
 
+
+// `herd-train export --merge`: the engine does the arithmetic (it links libtorch; this process
+// does not), so it runs herd-engine --merge-adapter beside this binary.
+int Export(const std::string& engine, const std::string& model, const std::string& adapter, const std::string& out) {
+  const std::string engine_path = engine.empty() ? EngineBesideUs() : engine;
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl(engine_path.c_str(), engine_path.c_str(), "--merge-adapter", adapter.c_str(), "--model", model.c_str(),
+            "--out", out.c_str(), static_cast<char*>(nullptr));
+    std::perror(engine_path.c_str());
+    ::_exit(127);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : kFailed;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -199,9 +217,9 @@ int main(int argc, char** argv) {
                "Example: herd-train --model models/tiny-llama --data datasets/samples/support_qa.jsonl --out out/run --nproc 2"};
   app.set_version_flag("--version", std::string("herd-train ") + HERD_VERSION);
   Flags f;
-  app.add_option("--model", f.model, "Hugging Face model directory (config.json, safetensors, tokenizer)")->required()->check(CLI::ExistingDirectory);
-  app.add_option("--data", f.data, "Training data, JSONL (chat messages, prompt/completion, text, alpaca, tokenized)")->required()->check(CLI::ExistingFile);
-  app.add_option("--out", f.out, "Output folder: adapter/, work/ (prepared data, checkpoints, engine logs)")->required();
+  app.add_option("--model", f.model, "Hugging Face model directory (config.json, safetensors, tokenizer)")->check(CLI::ExistingDirectory);
+  app.add_option("--data", f.data, "Training data, JSONL (chat messages, prompt/completion, text, alpaca, tokenized)")->check(CLI::ExistingFile);
+  app.add_option("--out", f.out, "Output folder: adapter/, work/ (prepared data, checkpoints, engine logs)");
   app.add_option("--config", f.config, "Job file (DESIGN.md §11); the flags below override it")->check(CLI::ExistingFile);
   app.add_option("--validation-data", f.validation_data, "Validation JSONL (default: hold out validation_split of --data)")->check(CLI::ExistingFile);
   app.add_option("--nproc", f.nproc, "Ranks (engine processes) on this machine")->capture_default_str()->check(CLI::Range(1, 64));
@@ -221,6 +239,14 @@ int main(int argc, char** argv) {
       ->check(CLI::ExistingDirectory);
   app.add_option("--engine", f.engine, "herd-engine binary (default: beside herd-train)");
   app.add_flag("--verbose", f.verbose, "Engine logs on stderr instead of work/rank-N/engine.stderr.log");
+  CLI::App* export_cmd = app.add_subcommand("export", "Write a trained adapter in another form");
+  bool merge = false;
+  std::string export_model, export_adapter, export_out;
+  export_cmd->add_flag("--merge", merge, "Fold the adapter into the base weights: a full Hugging Face model directory");
+  export_cmd->add_option("--model", export_model, "Base model directory")->required()->check(CLI::ExistingDirectory);
+  export_cmd->add_option("--adapter", export_adapter, "Adapter directory (out/adapter)")->required()->check(CLI::ExistingDirectory);
+  export_cmd->add_option("--out", export_out, "New model directory (must not exist)")->required();
+  export_cmd->add_option("--engine", f.engine, "herd-engine binary (default: beside herd-train)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -230,5 +256,18 @@ int main(int argc, char** argv) {
   sa.sa_handler = OnInterrupt;
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
+  if (*export_cmd) {
+    if (!merge) {
+      std::cerr << "herd-train export: say --merge (the only export so far: base + adapter as one model)\n";
+      return 1;
+    }
+    return Export(f.engine, export_model, export_adapter, export_out);
+  }
+  for (const auto& [value, flag] : {std::pair{&f.model, "--model"}, {&f.data, "--data"}, {&f.out, "--out"}}) {
+    if (value->empty()) {
+      std::cerr << "herd-train: " << flag << " is required (see --help)\n";
+      return 1;
+    }
+  }
   return Run(f);
 }
