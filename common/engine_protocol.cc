@@ -176,6 +176,14 @@ absl::Status WriteProtocolLine(int fd, const json& message) {
   return absl::OkStatus();
 }
 
+absl::StatusCode StatusCodeFromName(std::string_view name) {
+  for (int c = 0; c <= static_cast<int>(absl::StatusCode::kUnauthenticated); ++c) {
+    const auto code = static_cast<absl::StatusCode>(c);
+    if (absl::StatusCodeToString(code) == name) return code;
+  }
+  return absl::StatusCode::kUnknown;
+}
+
 absl::StatusOr<json> ParseProtocolLine(const std::string& line) {
   if (line.size() > kMaxProtocolLineBytes) return absl::InvalidArgumentError("protocol line longer than 1 MiB");
   json j = json::parse(line, nullptr, /*allow_exceptions=*/false);

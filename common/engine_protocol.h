@@ -57,6 +57,9 @@ nlohmann::json ProtocolMessage(const std::string& type, nlohmann::json fields = 
 // Writes one JSON line to `fd` with a single write loop (callers serialise concurrent writers).
 absl::Status WriteProtocolLine(int fd, const nlohmann::json& message);
 
+// The status code an `error` line names ("DEADLINE_EXCEEDED"); UNKNOWN for anything else.
+absl::StatusCode StatusCodeFromName(std::string_view name);
+
 // Parses one protocol line: a JSON object with integer `v` and string `type`.
 absl::StatusOr<nlohmann::json> ParseProtocolLine(const std::string& line);
 

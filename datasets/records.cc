@@ -116,9 +116,15 @@ std::optional<RecordFormat> ParseFormatName(std::string_view name) {
 
 std::optional<Record> ParseRecord(std::string_view line, Problem* p) {
   json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return Fail(p, "", "not valid JSON"), std::nullopt;
-  if (!j.is_object()) return Fail(p, "", herd::StrCat("must be a JSON object, got ", j.type_name())), std::nullopt;
-  if (Depth(j) > kMaxDepth) return Fail(p, "", herd::StrCat("nested deeper than ", kMaxDepth)), std::nullopt;
+  bool shape_ok = true;
+  if (j.is_discarded()) {
+    shape_ok = Fail(p, "", "not valid JSON");
+  } else if (!j.is_object()) {
+    shape_ok = Fail(p, "", herd::StrCat("must be a JSON object, got ", j.type_name()));
+  } else if (Depth(j) > kMaxDepth) {
+    shape_ok = Fail(p, "", herd::StrCat("nested deeper than ", kMaxDepth));
+  }
+  if (!shape_ok) return std::nullopt;
 
   std::vector<RecordFormat> matches;
   std::vector<std::string> identifying;

@@ -168,8 +168,8 @@ absl::StatusOr<LocalRunResult> RunLocal(const LocalRunOptions& o, const LocalRun
       if (m.value("final", false)) result.final_checkpoint_dir = m.value("dir", "");
       if (cb.on_checkpoint) cb.on_checkpoint(m);
     } else if (type == "error") {
-      fail(absl::Status(absl::StatusCode::kInternal,
-                        herd::StrCat("rank ", r, ": ", m.value("code", "UNKNOWN"), ": ", m.value("message", ""))));
+      fail(absl::Status(StatusCodeFromName(m.value("code", "UNKNOWN")),
+                        herd::StrCat("rank ", r, ": ", m.value("message", ""))));
     }
   }
   if (!failure.ok()) return failure;
