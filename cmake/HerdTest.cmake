@@ -6,7 +6,7 @@ function(herd_test name)
   cmake_parse_arguments(T "" "" "SOURCES;LIBS;LABELS" ${ARGN})
   add_executable(${name} ${T_SOURCES})
   herd_warnings(${name})
-  target_link_libraries(${name} PRIVATE ${T_LIBS} GTest::gtest GTest::gtest_main)
+  target_link_libraries(${name} PRIVATE ${T_LIBS} herd_testing GTest::gtest GTest::gtest_main)
   gtest_discover_tests(${name} TEST_LIST ${name}_TESTS DISCOVERY_TIMEOUT 60)
   # Not through gtest_discover_tests(PROPERTIES): it flattens list values, so ENVIRONMENT
   # "A=1;B=2" would set only A. A second include file, read by ctest after the discovered tests

@@ -4,7 +4,6 @@
 
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/wait.h>
 
 #include <cstring>
 #include <filesystem>
@@ -14,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "common/file_util.h"
 #include "gtest/gtest.h"
+#include "tests/testing/python_script.h"
 
 namespace herd {
 namespace {
@@ -287,25 +287,8 @@ const InteropTensor kInterop[] = {
     {"bool", Dtype::kBool, {10}},
 };
 
-// Runs a shell command, returning its exit status and everything it printed.
-int RunCommand(const std::string& cmd, std::string* output) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) output->append(buf, n);
-  int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 TEST(SafetensorsTest, InteropWithHuggingFaceSafetensors) {
-  const char* python = std::getenv("HERD_PYTHON");
-  const char* source_dir = std::getenv("HERD_SOURCE_DIR");
-  ASSERT_TRUE(python != nullptr && *python != '\0')
-      << "HERD_PYTHON is not set: run this test through ctest, which points it at the venv "
-         "that scripts/setup.sh makes (torch + safetensors)";
-  ASSERT_TRUE(source_dir != nullptr && *source_dir != '\0') << "HERD_SOURCE_DIR is not set";
-
   TempDir tmp;
   const std::string& dir = tmp.path();
   SafetensorsWriter writer;
@@ -316,15 +299,9 @@ TEST(SafetensorsTest, InteropWithHuggingFaceSafetensors) {
   }
   ASSERT_TRUE(writer.Write(dir + "/herd.safetensors").ok());
 
-  std::string output;
-  const std::string cmd = absl::StrFormat(
-      "'%s' '%s/tests/python/safetensors_interop.py' --herd-file '%s/herd.safetensors' "
-      "--out '%s/python.safetensors'",
-      python, source_dir, dir, dir);
-  int rc = RunCommand(cmd, &output);
-  ASSERT_EQ(rc, 0) << "the Python side of the interop test failed (rc " << rc << "; is "
-                   << python << " the venv with torch and safetensors?)\n$ " << cmd << "\n"
-                   << output;
+  auto output = herd::testing::RunPythonScript("tests/python/safetensors_interop.py",
+                                         {"--herd-file", dir + "/herd.safetensors", "--out", dir + "/python.safetensors"});
+  ASSERT_TRUE(output.ok()) << output.status();
 
   auto f = SafetensorsFile::Open(dir + "/python.safetensors");
   ASSERT_TRUE(f.ok()) << f.status();

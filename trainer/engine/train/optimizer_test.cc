@@ -4,7 +4,6 @@
 #include "trainer/engine/train/optimizer.h"
 
 #include <stdio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -17,6 +16,7 @@
 
 #include "common/strings.h"
 #include "gtest/gtest.h"
+#include "tests/testing/python_script.h"
 #include "trainer/engine/tensor_io.h"
 
 namespace herd::engine {
@@ -261,15 +261,6 @@ TEST(ClipGradNormTest, ByHand) {
 
 // --- PyTorch as the reference --------------------------------------------------------------
 
-int RunCommand(const std::string& cmd, std::string* output) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) output->append(buf, n);
-  int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 std::vector<std::string> Split(const std::string& s) {
   std::vector<std::string> out;
@@ -291,20 +282,10 @@ at::Tensor Get(const SafetensorsFile& f, const std::string& name) {
 
 // One Python run per test binary (DESIGN.md §10): every comparison lives in this one test.
 TEST(OptimizerReferenceTest, MatchesTorch) {
-  const char* python = std::getenv("HERD_PYTHON");
-  const char* source_dir = std::getenv("HERD_SOURCE_DIR");
-  ASSERT_TRUE(python != nullptr && *python != '\0')
-      << "HERD_PYTHON is not set: run this test through ctest, which points it at the venv "
-         "that scripts/setup.sh makes (torch)";
-  ASSERT_TRUE(source_dir != nullptr && *source_dir != '\0') << "HERD_SOURCE_DIR is not set";
   const std::string out =
       herd::StrCat(::testing::TempDir(), "/herd_optimizer_ref_", ::getpid(), ".safetensors");
-  const std::string cmd = herd::StrCat("OMP_NUM_THREADS=1 '", python, "' '", source_dir,
-                                       "/tests/python/optimizer_reference.py' --part optimizer "
-                                       "--out '", out, "'");
-  std::string output;
-  const int rc = RunCommand(cmd, &output);
-  ASSERT_EQ(rc, 0) << "the Python reference failed (rc " << rc << ")\n$ " << cmd << "\n" << output;
+  auto output = herd::testing::RunPythonScript("tests/python/optimizer_reference.py", {"--part", "optimizer", "--out", out});
+  ASSERT_TRUE(output.ok()) << output.status();
   auto opened = SafetensorsFile::Open(out);
   std::filesystem::remove(out);  // the mapping stays valid
   ASSERT_TRUE(opened.ok()) << opened.status();

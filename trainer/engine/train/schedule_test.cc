@@ -3,7 +3,6 @@
 #include "trainer/engine/train/schedule.h"
 
 #include <stdio.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -16,6 +15,7 @@
 #include "common/safetensors.h"
 #include "common/strings.h"
 #include "gtest/gtest.h"
+#include "tests/testing/python_script.h"
 #include "trainer/engine/tensor_io.h"
 
 namespace herd::engine {
@@ -109,15 +109,6 @@ TEST(LrScheduleTest, RejectsBadArguments) {
   }
 }
 
-int RunCommand(const std::string& cmd, std::string* output) {
-  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return -1;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) output->append(buf, n);
-  int status = ::pclose(p);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
 
 at::Tensor Get(const SafetensorsFile& f, const std::string& name) {
   auto t = ReadTensor(f, name);
@@ -127,20 +118,10 @@ at::Tensor Get(const SafetensorsFile& f, const std::string& name) {
 
 // One Python run per test binary (DESIGN.md §10): every schedule and run length in one test.
 TEST(ScheduleReferenceTest, MatchesTransformers) {
-  const char* python = std::getenv("HERD_PYTHON");
-  const char* source_dir = std::getenv("HERD_SOURCE_DIR");
-  ASSERT_TRUE(python != nullptr && *python != '\0')
-      << "HERD_PYTHON is not set: run this test through ctest, which points it at the venv "
-         "that scripts/setup.sh makes (torch, transformers)";
-  ASSERT_TRUE(source_dir != nullptr && *source_dir != '\0') << "HERD_SOURCE_DIR is not set";
   const std::string out =
       herd::StrCat(::testing::TempDir(), "/herd_schedule_ref_", ::getpid(), ".safetensors");
-  const std::string cmd = herd::StrCat("OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 '", python, "' '",
-                                       source_dir, "/tests/python/optimizer_reference.py' "
-                                       "--part schedule --out '", out, "'");
-  std::string output;
-  const int rc = RunCommand(cmd, &output);
-  ASSERT_EQ(rc, 0) << "the Python reference failed (rc " << rc << ")\n$ " << cmd << "\n" << output;
+  auto output = herd::testing::RunPythonScript("tests/python/optimizer_reference.py", {"--part", "schedule", "--out", out});
+  ASSERT_TRUE(output.ok()) << output.status();
   auto opened = SafetensorsFile::Open(out);
   std::filesystem::remove(out);  // the mapping stays valid
   ASSERT_TRUE(opened.ok()) << opened.status();
