@@ -58,7 +58,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(const EngineAssig
 #endif
   }
   return TcpCommunicator::Create({.rank = a.rank, .world_size = a.world_size, .generation = a.generation,
-                                  .bind_host = a.bind_address, .key = "cpu_group", .connect_timeout = timeout},
+                                  .bind_host = a.bind_address, .advertise_host = a.advertise_address,
+                                  .key = "cpu_group", .connect_timeout = timeout},
                                  rendezvous);
 }
 

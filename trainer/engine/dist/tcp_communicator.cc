@@ -128,7 +128,8 @@ absl::StatusOr<std::unique_ptr<TcpCommunicator>> TcpCommunicator::Create(
     }
     socklen_t len = sizeof(addr);
     ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len);
-    absl::Status put = rendezvous.Put(o.key, herd::StrCat(o.bind_host, ":", ntohs(addr.sin_port)));
+    const std::string& host = o.advertise_host.empty() ? o.bind_host : o.advertise_host;
+    absl::Status put = rendezvous.Put(o.key, herd::StrCat(host, ":", ntohs(addr.sin_port)));
     if (!put.ok()) {
       close_listener();
       return put;

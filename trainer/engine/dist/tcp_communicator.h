@@ -20,6 +20,7 @@ struct TcpGroupOptions {
   int world_size = 1;
   int64_t generation = 0;           // a peer from another generation is refused
   std::string bind_host = "127.0.0.1";  // rank 0 listens here; never a wildcard by default
+  std::string advertise_host;           // what peers dial; "" = bind_host
   std::string key = "cpu_group";    // rendezvous key of rank 0's address
   absl::Duration connect_timeout = absl::Seconds(120);
 };

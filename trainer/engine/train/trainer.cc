@@ -65,28 +65,31 @@ absl::Status LoadInitialAdapter(LlamaModel& model, const std::string& dir) {
 
 }  // namespace
 
-absl::StatusOr<EvalReport> Evaluate(const LlamaModel& model, const PreparedData& data, int64_t micro_batch) {
+absl::StatusOr<EvalReport> Evaluate(const LlamaModel& model, const PreparedData& data, int64_t micro_batch,
+                                    Communicator& comm, absl::Duration collective_timeout) {
   const absl::Time start = absl::Now();
   c10::AutoGradMode no_grad(false);
-  double loss_sum = 0;
-  int64_t tokens = 0, correct = 0;
+  double sums[3] = {0, 0, 0};  // Σ token losses, trained tokens, correct
   try {
-    for (int64_t first = 0; first < data.num_rows(); first += micro_batch) {
-      std::vector<int64_t> rows;
-      for (int64_t r = first; r < std::min(first + micro_batch, data.num_rows()); ++r) rows.push_back(r);
+    std::vector<int64_t> mine;
+    for (int64_t r = comm.rank(); r < data.num_rows(); r += comm.world_size()) mine.push_back(r);
+    for (size_t first = 0; first < mine.size(); first += static_cast<size_t>(micro_batch)) {
+      std::vector<int64_t> rows(mine.begin() + first,
+                                mine.begin() + std::min(mine.size(), first + static_cast<size_t>(micro_batch)));
       Batch batch = data.MakeBatch(rows, rows, model.embed_device());
-      LlamaModel::LossSums sums = model.Loss(model.Hidden(batch, nullptr), batch.targets);
-      loss_sum += sums.loss_sum.item<double>();
-      tokens += sums.tokens;
-      correct += sums.correct;
+      LlamaModel::LossSums s = model.Loss(model.Hidden(batch, nullptr), batch.targets);
+      sums[0] += s.loss_sum.item<double>();
+      sums[1] += static_cast<double>(s.tokens);
+      sums[2] += static_cast<double>(s.correct);
     }
   } catch (const std::exception& e) {
     return absl::InternalError(herd::StrCat("evaluating on ", data.path(), ": ", e.what()));
   }
+  HERD_RETURN_IF_ERROR(comm.AllReduceSum(std::span<double>(sums), collective_timeout));
   EvalReport report;
-  report.tokens = tokens;
-  report.eval_loss = tokens > 0 ? loss_sum / tokens : 0.0;
-  report.token_accuracy = tokens > 0 ? static_cast<double>(correct) / tokens : 0.0;
+  report.tokens = static_cast<int64_t>(sums[1]);
+  report.eval_loss = sums[1] > 0 ? sums[0] / sums[1] : 0.0;
+  report.token_accuracy = sums[1] > 0 ? sums[2] / sums[1] : 0.0;
   report.eval_seconds = Seconds(start);
   return report;
 }
@@ -130,11 +133,12 @@ absl::Status Train(LlamaModel& model, const PreparedData& train, const PreparedD
     return absl::OkStatus();
   };
   auto evaluate = [&](int64_t step) -> absl::Status {
-    if (rank != 0 || validation == nullptr) return absl::OkStatus();
+    if (validation == nullptr) return absl::OkStatus();
     if (cb.on_phase) cb.on_phase("evaluating");
-    HERD_ASSIGN_OR_RETURN(EvalReport report, Evaluate(model, *validation, t.micro_batch_size));
+    HERD_ASSIGN_OR_RETURN(EvalReport report,
+                          Evaluate(model, *validation, t.micro_batch_size, comm, config.collective_timeout));
     report.step = step;
-    if (cb.on_eval) cb.on_eval(report);
+    if (rank == 0 && cb.on_eval) cb.on_eval(report);
     return absl::OkStatus();
   };
 

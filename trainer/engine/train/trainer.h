@@ -74,7 +74,10 @@ struct TrainCallbacks {
 };
 
 // Evaluates the model on every row of `data`: mean loss over trained tokens and token accuracy.
-absl::StatusOr<EvalReport> Evaluate(const LlamaModel& model, const PreparedData& data, int64_t micro_batch);
+// Every rank takes the rows r with r % world == rank and the sums are all-reduced, so all ranks
+// return the same report and none waits idle for another's evaluation.
+absl::StatusOr<EvalReport> Evaluate(const LlamaModel& model, const PreparedData& data, int64_t micro_batch,
+                                    Communicator& comm, absl::Duration collective_timeout);
 
 // Trains `model` (LoRA already enabled, or restored from config.resume_dir) to the last step.
 // CANCELLED when callbacks.cancelled() turned true; OUT_OF_RANGE on a non-finite loss or
