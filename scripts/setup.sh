@@ -21,7 +21,7 @@ packages=(
   libsentencepiece-dev sentencepiece
   libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev
-  prometheus
+  prometheus libcpp-httplib-dev
   python3 python3-venv
 )
 

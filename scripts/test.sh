@@ -12,7 +12,8 @@ venv=${HERD_VENV:-$HOME/.cache/herd/venv}
 "$root/scripts/setup.sh"
 
 start=$(date +%s)
-cmake -S "$root" -B "$build" -G Ninja -DHERD_VENV="$venv" -Wno-dev >/dev/null
+cmake -S "$root" -B "$build" -G Ninja -DHERD_VENV="$venv" -DHERD_BUILD_ENGINE=ON -DHERD_BUILD_SERVICES=ON \
+  -DHERD_BUILD_TESTS=ON -Wno-dev >/dev/null
 cmake --build "$build" -j "$jobs"
 echo "test.sh: build took $(( $(date +%s) - start )) s"
 if command -v ccache >/dev/null; then ccache --show-stats 2>/dev/null | grep -iE 'hit|miss' | head -4 || true; fi

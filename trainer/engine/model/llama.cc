@@ -129,13 +129,18 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
   } catch (const std::exception& e) {
     return absl::InternalError(herd::StrCat("loading ", dir, ": ", e.what()));
   }
-  const LlamaConfig& c = m->config_;
-  m->embed_ = loaded.at(std::string(kEmbedName));
-  m->final_norm_ = loaded.at(std::string(kFinalNormName));
-  if (!c.tie_word_embeddings) m->lm_head_ = loaded.at(std::string(kLmHeadName));
-  m->layers_.resize(c.num_layers);
+  m->Assign(loaded);
+  return m;
+}
+
+void LlamaModel::Assign(const std::map<std::string, at::Tensor>& loaded) {
+  const LlamaConfig& c = config_;
+  embed_ = loaded.at(std::string(kEmbedName));
+  final_norm_ = loaded.at(std::string(kFinalNormName));
+  if (!c.tie_word_embeddings) lm_head_ = loaded.at(std::string(kLmHeadName));
+  layers_.resize(c.num_layers);
   for (int i = 0; i < c.num_layers; ++i) {
-    Layer& l = m->layers_[i];
+    Layer& l = layers_[i];
     l.input_norm = loaded.at(InputNormName(i));
     l.post_norm = loaded.at(PostAttentionNormName(i));
     for (const ProjInfo& p : kProjTable) {
@@ -143,7 +148,28 @@ absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Load(const std::string& 
       l.adapter[static_cast<int>(p.proj)] = -1;
     }
   }
-  m->inv_freq_ = RopeInverseFrequencies(c).to(options.device);
+  inv_freq_ = RopeInverseFrequencies(c).to(load_.device);
+}
+
+absl::StatusOr<std::unique_ptr<LlamaModel>> LlamaModel::Random(const LlamaConfig& config, const LoadOptions& options,
+                                                              uint64_t seed) {
+  HERD_RETURN_IF_ERROR(config.Validate());
+  std::unique_ptr<LlamaModel> m(new LlamaModel());
+  m->config_ = config;
+  m->load_ = options;
+  std::map<std::string, at::Tensor> made;
+  try {
+    at::manual_seed(seed);
+    const at::TensorOptions to = at::TensorOptions().device(options.device).dtype(options.dtype);
+    for (const TensorSpec& spec : BaseTensorSpecs(config)) {
+      const bool norm = spec.shape.size() == 1;
+      made[spec.name] = norm ? at::ones(spec.shape, to) : at::randn(spec.shape, to).mul_(0.02);
+      m->stored_dtype_[spec.name] = options.dtype;
+    }
+  } catch (const std::exception& e) {
+    return absl::ResourceExhaustedError(herd::StrCat("making a random model on ", options.device.str(), ": ", e.what()));
+  }
+  m->Assign(made);
   return m;
 }
 

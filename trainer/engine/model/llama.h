@@ -8,6 +8,7 @@
 #include <ATen/ATen.h>
 
 #include <map>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -55,6 +56,10 @@ class LlamaModel {
   // checking every tensor's presence, dtype and shape; errors name the file and the tensor.
   static absl::StatusOr<std::unique_ptr<LlamaModel>> Load(const std::string& model_dir,
                                                          const LoadOptions& options);
+  // A model of `config`'s shape with seeded N(0, 0.02) weights made directly on the device
+  // (norms 1), for benchmarks: throughput does not depend on the values.
+  static absl::StatusOr<std::unique_ptr<LlamaModel>> Random(const LlamaConfig& config, const LoadOptions& options,
+                                                           uint64_t seed);
 
   // Adds adapters to options.targets in every layer: A Kaiming-uniform (PEFT's init, seeded),
   // B zero. Replaces any earlier adapters.
@@ -104,6 +109,8 @@ class LlamaModel {
     int adapter[kNumProj];              // index into adapters_, or -1
   };
   LlamaModel() = default;
+  // Takes the base tensors (by Hugging Face name) into the layer structure.
+  void Assign(const std::map<std::string, at::Tensor>& tensors);
   at::Tensor Project(const Layer& layer, int layer_index, Proj proj, const at::Tensor& x, const Batch& batch,
                      const DropoutKey* dropout) const;
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;

@@ -1,0 +1,162 @@
+// herd-bench: training throughput of Herd's engine on LLaMA shapes with random weights (issue
+// "The GPU path"). LoRA r16 alpha32 on all seven projections, random tokens, timed optimiser steps
+// after warm-up; prints one JSON line in the units of ../shared/bench/hf_peft_baseline.py so the two
+// can be compared in one run.
+//   herd-bench --model llama3-8b --batch 2 --seq 2048 --device cuda:0
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <map>
+
+#include <ATen/ATen.h>
+#include <torch/cuda.h>
+#ifdef HERD_WITH_CUDA
+#include <c10/cuda/CUDACachingAllocator.h>
+#endif
+
+#include "CLI/CLI.hpp"
+#include "common/status.h"
+#include "nlohmann/json.hpp"
+#include "trainer/engine/model/llama.h"
+#include "trainer/engine/train/optimizer.h"
+
+namespace herd::engine {
+namespace {
+
+struct Shape {
+  int64_t hidden, layers, heads, kv_heads, intermediate, vocab;
+  bool tied;
+};
+// The shapes of hf_peft_baseline.py, plus the test fixture's.
+const std::map<std::string, Shape> kShapes = {
+    {"llama3.2-1b", {2048, 16, 32, 8, 8192, 128256, true}},
+    {"llama3-8b", {4096, 32, 32, 8, 14336, 128256, false}},
+    {"llama2-7b", {4096, 32, 32, 32, 11008, 32000, false}},
+    {"tiny", {64, 2, 4, 2, 176, 1024, false}},
+};
+
+// 4N + 12·L·H·Q·T + 6·N_lora: frozen base (no weight gradients), attention counted in full.
+double FlopsPerToken(const Shape& s, int64_t seq, int64_t r) {
+  const double h = s.hidden, head = s.hidden / s.heads, kv = s.kv_heads, inter = s.intermediate;
+  const double per_layer = h * h * 2 + 2 * h * kv * head + 3 * h * inter;
+  const double n = s.layers * per_layer + h * s.vocab;
+  const double lora = s.layers * r * ((h + h) * 2 + (h + kv * head) * 2 + (h + inter) * 3);
+  return 4 * n + 12.0 * s.layers * h * seq + 6 * lora;
+}
+
+void Synchronize(const at::Device& d) {
+  if (d.is_cuda()) torch::cuda::synchronize();
+}
+
+int64_t PeakBytes(const at::Device& d) {
+#ifdef HERD_WITH_CUDA
+  if (d.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
+  }
+#endif
+  return -1;
+}
+
+void ResetPeak(const at::Device& d) {
+#ifdef HERD_WITH_CUDA
+  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index());
+#endif
+}
+
+absl::Status Bench(const std::string& name, int64_t batch, int64_t seq, int steps, int warmup, const std::string& device,
+                   bool grad_ckpt) {
+  if (grad_ckpt) return absl::UnimplementedError("--grad-ckpt: activation checkpointing is not built yet");
+  auto it = kShapes.find(name);
+  if (it == kShapes.end()) return absl::InvalidArgumentError("unknown --model " + name);
+  const Shape& s = it->second;
+  LlamaConfig c;
+  c.vocab_size = s.vocab;
+  c.hidden_size = s.hidden;
+  c.intermediate_size = s.intermediate;
+  c.num_layers = s.layers;
+  c.num_heads = s.heads;
+  c.num_kv_heads = s.kv_heads;
+  c.head_dim = s.hidden / s.heads;
+  c.max_position_embeddings = std::max<int64_t>(seq, 8192);
+  c.rope_theta = 500000.0;
+  c.tie_word_embeddings = s.tied;
+  const at::Device dev(device);
+  LoadOptions load{.device = dev, .dtype = dev.is_cuda() ? at::kBFloat16 : at::kFloat};
+  HERD_ASSIGN_OR_RETURN(auto model, LlamaModel::Random(c, load, 0));
+  LoraOptions lora{.r = 16, .alpha = 32};
+  for (const ProjInfo& p : kProjTable) lora.targets.push_back(p.proj);
+  HERD_RETURN_IF_ERROR(model->EnableLora(lora, 1));
+  const std::vector<at::Tensor> params = model->LoraParameters();
+  HERD_ASSIGN_OR_RETURN(AdamW opt, AdamW::Create(params, {}));
+  int64_t trainable = 0;
+  for (const at::Tensor& p : params) trainable += p.numel();
+
+  at::manual_seed(1);
+  std::vector<Batch> batches;
+  for (int i = 0; i < 4; ++i) {
+    Batch b;
+    b.input_ids = at::randint(0, s.vocab, {batch, seq}, at::TensorOptions().dtype(at::kLong).device(dev));
+    b.position_ids = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(dev)).expand({batch, seq}).contiguous();
+    b.targets = at::cat({b.input_ids.narrow(1, 1, seq - 1), at::full({batch, 1}, -100, b.input_ids.options())}, 1);
+    batches.push_back(std::move(b));
+  }
+  double loss = 0;
+  auto step = [&](int i) -> absl::Status {
+    for (const at::Tensor& p : params) const_cast<at::Tensor&>(p).mutable_grad() = at::Tensor();
+    const Batch& b = batches[i % 4];
+    LlamaModel::LossSums sums = model->Loss(model->Hidden(b, nullptr), b.targets);
+    at::Tensor l = sums.loss_sum / static_cast<double>(sums.tokens);
+    l.backward();
+    HERD_RETURN_IF_ERROR(opt.Step(1e-4));
+    loss = l.item<double>();
+    return absl::OkStatus();
+  };
+  try {
+    for (int i = 0; i < warmup; ++i) HERD_RETURN_IF_ERROR(step(i));
+    Synchronize(dev);
+    ResetPeak(dev);
+    const auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < steps; ++i) HERD_RETURN_IF_ERROR(step(i));
+    Synchronize(dev);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    const double tokens_per_s = static_cast<double>(batch * seq * steps) / seconds;
+    const double fpt = FlopsPerToken(s, seq, 16);
+    const int64_t peak = PeakBytes(dev);
+    nlohmann::json out = {{"system", "herd"}, {"model", name}, {"device", device}, {"batch", batch}, {"seq", seq},
+                          {"grad_ckpt", grad_ckpt}, {"trainable_params", trainable},
+                          {"step_s", seconds / steps}, {"tokens_per_s", tokens_per_s},
+                          {"model_tflops", tokens_per_s * fpt / 1e12}, {"flops_per_token", fpt},
+                          {"peak_mem_gib", peak < 0 ? nlohmann::json(nullptr) : nlohmann::json(peak / double(1 << 30))},
+                          {"loss", loss}};
+    std::cout << out.dump() << std::endl;
+  } catch (const std::exception& e) {
+    return absl::InternalError(e.what());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace herd::engine
+
+int main(int argc, char** argv) {
+  CLI::App app{"herd-bench: Herd's LoRA training throughput on LLaMA shapes (random weights, random tokens)"};
+  std::string model = "tiny", device = "cpu";
+  int64_t batch = 2, seq = 256;
+  int steps = 8, warmup = 3;
+  bool grad_ckpt = false;
+  app.add_option("--model", model, "llama3.2-1b, llama3-8b, llama2-7b or tiny")->capture_default_str();
+  app.add_option("--batch", batch, "Sequences per step")->capture_default_str();
+  app.add_option("--seq", seq, "Tokens per sequence")->capture_default_str();
+  app.add_option("--steps", steps, "Timed steps")->capture_default_str();
+  app.add_option("--warmup", warmup, "Untimed steps first")->capture_default_str();
+  app.add_option("--device", device, "cpu or cuda:N")->capture_default_str();
+  app.add_flag("--grad-ckpt", grad_ckpt, "Activation checkpointing per layer (not built yet)");
+  CLI11_PARSE(app, argc, argv);
+  absl::Status s = herd::engine::Bench(model, batch, seq, steps, warmup, device, grad_ckpt);
+  if (!s.ok()) {
+    std::cerr << "herd-bench: " << s.message() << "\n";
+    return absl::IsInvalidArgument(s) || absl::IsUnimplemented(s) ? 2 : 1;
+  }
+  return 0;
+}
