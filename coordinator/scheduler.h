@@ -1,0 +1,247 @@
+// The job queue and who works on what (DESIGN.md §3.5, §3.8): jobs wait in a queue until
+// enough idle trainers holding their base model exist; then a world forms (ranks 0..W-1, a
+// generation number), the trainers are marked busy in the TrainerRegistry and each gets an
+// assignment on its next heartbeat. The scheduler decides and records; it performs no I/O: each
+// call returns the transitions (SchedulerEvents) the caller must persist before answering.
+// Thread-safe. Lock order: Scheduler, then TrainerRegistry, then RendezvousStore.
+//
+// Scheduling policy:
+//  - Order: higher priority first, then submission order.
+//  - Strict FIFO within (base model, priority): a job never starts before an earlier job of the
+//    same model and priority, even if it is smaller.
+//  - Jobs of other models, and lower priorities, are not blocked by a job that cannot start,
+//    except that a waiting job that the live cluster can satisfy holds back the idle trainers it
+//    would use (up to W of them), so later jobs cannot starve it by taking them one at a time. A
+//    job whose W exceeds the live trainers holding its model holds nothing back.
+//  - A world uses one device kind: CUDA when enough idle CUDA trainers hold the model, else CPU.
+//    Trainers are taken in name order, and rank r is the r-th of them.
+//  - Jobs run side by side on disjoint trainers; a trainer runs one assignment at a time.
+//
+// Failures (until automatic recovery exists): a rank that fails (engine error, crash, lost
+// trainer, dropped assignment) fails its job; the other ranks get cancellations; every trainer is
+// freed once it has let go of the work (exit reported, no longer listed, or lease expired).
+#ifndef HERD_COORDINATOR_SCHEDULER_H_
+#define HERD_COORDINATOR_SCHEDULER_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "coordinator/clock.h"
+#include "coordinator/registry.h"
+#include "coordinator/rendezvous.h"
+
+namespace herd::coordinator {
+
+// A job ready to run (prepared, validated) as the scheduler needs it.
+struct JobRequest {
+  std::string job_id;
+  std::string tenant;
+  std::string base_model;
+  int64_t trainers = 1;           // W: ranks of the world
+  int64_t priority = 0;           // higher runs first
+  int64_t global_batch_size = 8;  // sequences per optimiser step (for grad_accum_steps)
+  int64_t micro_batch_size = 1;   // sequences per forward on one rank
+  int64_t last_generation = 0;    // generations already used (a job restored after a restart)
+  absl::Time submit_time;         // for display; order is the order of Submit calls
+
+  // INVALID_ARGUMENT: empty id or model, W < 1, or global batch not a multiple of micro x W.
+  absl::Status Validate() const;
+};
+
+// How an engine ended (trainers.proto EngineExitReason).
+enum class ExitReason {
+  kCompleted, kCancelled, kError, kWatchdog, kCrashed, kHung, kProtocolViolation,
+  kStartFailed, kUploadFailed,
+};
+std::string_view ExitReasonName(ExitReason reason);  // "COMPLETED", ...
+
+struct EngineExit {
+  ExitReason reason = ExitReason::kCompleted;
+  absl::StatusCode code = absl::StatusCode::kOk;  // failure code; kOk for COMPLETED/CANCELLED
+  std::string message;                            // failure message
+  int64_t step = 0;                               // last step completed
+};
+
+enum class JobEnd { kSucceeded, kFailed, kCancelled };
+
+// A world formed: the job is RUNNING at `generation`.
+struct WorldStarted {
+  std::string job_id;
+  int64_t generation = 0;
+  DeviceKind device_kind = DeviceKind::kCpu;
+  std::vector<std::string> trainer_ids;  // by rank
+  std::vector<Assignment> assignments;   // by rank
+};
+
+// A job left the scheduler: FAILED or CANCELLED (persist it), or SUCCEEDED as told by Finish.
+struct JobEnded {
+  std::string job_id;
+  int64_t generation = 0;  // the last one it ran; 0 when it never ran
+  JobEnd end = JobEnd::kFailed;
+  std::string reason;      // "trainer gpu-3 lost at step 120", "job cancelled by user", ...
+  // For failures: whether a trainer, not the job, was at fault (a retry elsewhere may succeed;
+  // automatic recovery will use this).
+  bool trainer_fault = false;
+};
+
+// What a call changed; the caller persists it (jobs' states, trainers' LOST) before answering.
+struct SchedulerEvents {
+  std::vector<WorldStarted> started;
+  std::vector<JobEnded> ended;
+  std::vector<LostTrainer> lost;
+
+  bool empty() const { return started.empty() && ended.empty() && lost.empty(); }
+};
+
+struct SchedulerOptions {
+  // Most jobs waiting in the queue, all tenants together (Submit answers RESOURCE_EXHAUSTED).
+  int64_t max_queued_jobs = 10'000;
+
+  absl::Status Validate() const;
+};
+
+struct QueuedJob {
+  JobRequest request;
+  int64_t position = 0;  // 0 = next in scheduling order
+};
+
+struct RunningJob {
+  JobRequest request;
+  int64_t generation = 0;
+  DeviceKind device_kind = DeviceKind::kCpu;
+  std::vector<std::string> trainer_ids;  // by rank
+  absl::Time start_time;
+};
+
+struct RegisterTrainerResult {
+  RegisterResult registration;
+  SchedulerEvents events;
+};
+
+struct HeartbeatResult {
+  HeartbeatReply reply;
+  SchedulerEvents events;
+};
+
+class Scheduler {
+ public:
+  // `registry`, `clock` and (optional, may be null) `rendezvous` must outlive the scheduler.
+  static absl::StatusOr<std::unique_ptr<Scheduler>> Create(const SchedulerOptions& options,
+                                                           TrainerRegistry* registry,
+                                                           RendezvousStore* rendezvous, Clock* clock);
+
+  // --- Jobs (JobService). ---
+  // Queues a job and runs a scheduling pass. ALREADY_EXISTS for a job id the scheduler holds;
+  // RESOURCE_EXHAUSTED queue full; Validate()'s errors.
+  absl::StatusOr<SchedulerEvents> Submit(const JobRequest& request);
+  // The user cancels: a queued job leaves the queue; a running job's trainers get cancellations.
+  // NOT_FOUND when the scheduler does not hold the job (unknown or already final).
+  absl::StatusOr<SchedulerEvents> Cancel(const std::string& job_id);
+  // The job reached a final state outside the scheduler (final adapter published, publication
+  // checks failed, data loss): frees its trainers (cancelling any still running unless
+  // kSucceeded). NOT_FOUND as for Cancel.
+  absl::StatusOr<SchedulerEvents> Finish(const std::string& job_id, JobEnd end, const std::string& reason);
+
+  // --- Trainers (TrainerService). ---
+  // Expires leases (so a restarted agent's old session is LOST first), registers, schedules.
+  absl::StatusOr<RegisterTrainerResult> RegisterTrainer(const TrainerRegistration& registration,
+                                                        const std::set<std::string>& extra_models_in_use = {});
+  // TrainerRegistry::Heartbeat, plus: dropped work fails its job, and a trainer that became
+  // idle gets queued work in this very answer.
+  absl::StatusOr<HeartbeatResult> Heartbeat(const std::string& trainer_id, const std::string& session_id,
+                                            const std::vector<AssignmentStatus>& statuses);
+  // An engine ended. The trainer lets go of the work in any case; then FAILED_PRECONDITION when
+  // `ref` is not a rank of the job's current generation held by this trainer. The same exit
+  // twice is OK. Anything but COMPLETED fails the job (CANCELLED too, when the scheduler did not
+  // ask for it).
+  absl::StatusOr<SchedulerEvents> ReportEngineExit(const std::string& trainer_id, const AssignmentRef& ref,
+                                                   const EngineExit& exit);
+  // OK when `ref` is a rank of the job's current generation held by `trainer_id`;
+  // INVALID_ARGUMENT malformed ref; FAILED_PRECONDITION otherwise (stale: stop that engine).
+  // Every TrainerService call that names a ref checks this first.
+  absl::Status CheckAssignment(const std::string& trainer_id, const AssignmentRef& ref) const;
+
+  // Lease expiry and a scheduling pass; call about every second.
+  SchedulerEvents Tick();
+  // A scheduling pass alone.
+  SchedulerEvents Schedule();
+
+  // --- Views. ---
+  std::vector<QueuedJob> Queue() const;  // in scheduling order
+  int64_t QueueDepth() const;
+  std::optional<RunningJob> GetRunning(const std::string& job_id) const;
+  std::vector<RunningJob> Running() const;  // by job id
+  // Base models of queued and running jobs (a model's files may not change under them).
+  std::set<std::string> ModelsInUse() const;
+
+ private:
+  struct Rank {
+    std::string trainer_id;
+    bool exited = false;  // its engine ended (or its trainer was lost)
+  };
+  struct Active {
+    JobRequest request;
+    int64_t generation = 0;
+    DeviceKind device_kind = DeviceKind::kCpu;
+    std::vector<Rank> ranks;
+    absl::Time start_time;
+  };
+  struct Queued {
+    JobRequest request;
+    int64_t sequence = 0;
+  };
+  // Scheduling order: priority descending, then sequence.
+  struct QueueKey {
+    int64_t neg_priority;
+    int64_t sequence;
+    friend auto operator<=>(const QueueKey&, const QueueKey&) = default;
+  };
+
+  Scheduler(const SchedulerOptions& options, TrainerRegistry* registry, RendezvousStore* rendezvous,
+            Clock* clock)
+      : options_(options), registry_(registry), rendezvous_(rendezvous), clock_(clock) {}
+
+  void ScheduleLocked(SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Forms the world; false when the registry refused it (a trainer stopped being idle).
+  bool StartLocked(const Queued& job, DeviceKind kind, const std::vector<IdleTrainer>& world,
+                   SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckAssignmentLocked(const std::string& trainer_id, const AssignmentRef& ref) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ExpireLocked(SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Ends a running job: releases every rank still held (cancelling unless kSucceeded), drops its
+  // rendezvous values, records the event. Returns whether a trainer became idle.
+  bool EndRunningLocked(const std::string& job_id, JobEnd end, const std::string& reason,
+                        bool trainer_fault, SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fails the job of `ref` if `ref` is a live rank of its current generation on `trainer_id`.
+  bool FailRankLocked(const std::string& trainer_id, const AssignmentRef& ref, const std::string& reason,
+                      bool trainer_fault, SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::set<std::string> ModelsInUseLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  RunningJob RunningViewLocked(const Active& job) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Constant after construction.
+  const SchedulerOptions options_;
+  TrainerRegistry* const registry_;
+  RendezvousStore* const rendezvous_;  // may be null
+  Clock* const clock_;
+
+  mutable absl::Mutex mu_;
+  std::map<QueueKey, Queued> queue_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, QueueKey> queued_ids_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, Active> running_ ABSL_GUARDED_BY(mu_);
+  int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 0;
+};
+
+}  // namespace herd::coordinator
+
+#endif  // HERD_COORDINATOR_SCHEDULER_H_

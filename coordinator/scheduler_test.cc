@@ -1,0 +1,476 @@
+// Scheduler: placement decisions (a table), then the life of worlds: delivery, cancellation,
+// lost trainers, engine exits, stale generations. Time is a FakeClock; nothing sleeps.
+#include "coordinator/scheduler.h"
+
+#include <functional>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "gtest/gtest.h"
+
+namespace herd::coordinator {
+namespace {
+
+std::string Hex(char c) { return std::string(64, c); }
+
+HeldModel Model(const std::string& name, char weights = 'a') {
+  HeldModel m;
+  m.name = name;
+  m.files = {{"config.json", Hex('1')}, {"tokenizer.json", Hex('2')}};
+  m.weights_sha256 = Hex(weights);
+  return m;
+}
+
+struct TrainerSpec {
+  std::string name;
+  std::vector<std::string> models = {"m"};
+  DeviceKind kind = DeviceKind::kCpu;
+};
+
+TrainerRegistration Reg(const TrainerSpec& spec) {
+  TrainerRegistration r;
+  r.name = spec.name;
+  r.device_kind = spec.kind;
+  for (const std::string& m : spec.models) r.models.push_back(Model(m));
+  return r;
+}
+
+struct JobSpecRow {
+  std::string id;
+  std::string model = "m";
+  int64_t trainers = 1;
+  int64_t priority = 0;
+};
+
+JobRequest Job(const JobSpecRow& row) {
+  JobRequest r;
+  r.job_id = row.id;
+  r.tenant = "acme";
+  r.base_model = row.model;
+  r.trainers = row.trainers;
+  r.priority = row.priority;
+  r.global_batch_size = 24;  // a multiple of every W used here (1, 2, 3, 4)
+  return r;
+}
+
+AssignmentStatus Listed(const AssignmentRef& ref, int64_t step = 0) {
+  return AssignmentStatus{ref, AssignmentPhase::kTraining, step};
+}
+
+class SchedulerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    registry_ = *TrainerRegistry::Create(RegistryOptions{}, &clock_);
+    rendezvous_ = *RendezvousStore::Create();
+    scheduler_ = *Scheduler::Create(SchedulerOptions{}, registry_.get(), rendezvous_.get(), &clock_);
+  }
+
+  // Registers without a scheduling pass (the table builds a cluster, then runs one pass).
+  void AddTrainer(const TrainerSpec& spec) {
+    absl::StatusOr<RegisterResult> r = registry_->Register(Reg(spec));
+    ASSERT_TRUE(r.ok()) << r.status();
+    sessions_[spec.name] = *r;
+    names_[r->trainer_id] = spec.name;
+  }
+  SchedulerEvents Submit(const JobSpecRow& row) {
+    absl::StatusOr<SchedulerEvents> e = scheduler_->Submit(Job(row));
+    EXPECT_TRUE(e.ok()) << e.status();
+    return e.ok() ? *e : SchedulerEvents{};
+  }
+  HeartbeatResult Beat(const std::string& name, std::vector<AssignmentStatus> statuses = {}) {
+    const RegisterResult& s = sessions_.at(name);
+    absl::StatusOr<HeartbeatResult> r = scheduler_->Heartbeat(s.trainer_id, s.session_id, statuses);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? *r : HeartbeatResult{};
+  }
+  std::string Id(const std::string& name) { return sessions_.at(name).trainer_id; }
+  TrainerState State(const std::string& name) { return registry_->GetTrainer(Id(name))->state; }
+  std::vector<std::string> Names(const std::vector<std::string>& ids) {
+    std::vector<std::string> out;
+    for (const std::string& id : ids) out.push_back(names_.at(id));
+    return out;
+  }
+  std::vector<std::string> QueueIds() {
+    std::vector<std::string> out;
+    for (const QueuedJob& q : scheduler_->Queue()) out.push_back(q.request.job_id);
+    return out;
+  }
+  // Starts `job` on `trainers` (which must be the only idle ones able to take it) and has every
+  // rank acknowledge it. Returns the refs by rank.
+  std::vector<AssignmentRef> StartAcknowledged(const JobSpecRow& job, const std::vector<std::string>& trainers) {
+    SchedulerEvents e = Submit(job);
+    EXPECT_EQ(e.started.size(), 1u);
+    if (e.started.empty()) return {};
+    EXPECT_EQ(Names(e.started[0].trainer_ids), trainers);
+    std::vector<AssignmentRef> refs;
+    for (size_t r = 0; r < trainers.size(); ++r) {
+      EXPECT_EQ(Beat(trainers[r]).reply.assignments.size(), 1u);
+      refs.push_back(e.started[0].assignments[r].ref);
+      Beat(trainers[r], {Listed(refs.back())});
+    }
+    return refs;
+  }
+
+  FakeClock clock_;
+  std::unique_ptr<TrainerRegistry> registry_;
+  std::unique_ptr<RendezvousStore> rendezvous_;
+  std::unique_ptr<Scheduler> scheduler_;
+  std::map<std::string, RegisterResult> sessions_;  // by trainer name
+  std::map<std::string, std::string> names_;        // trainer id -> name
+};
+
+// One scheduling pass over a queue that built up while no trainer was there.
+TEST_F(SchedulerTest, DecisionsTable) {
+  struct Case {
+    std::string name;
+    std::vector<TrainerSpec> trainers;
+    std::vector<JobSpecRow> jobs;  // submitted in this order
+    std::map<std::string, std::vector<std::string>> want_started;  // job -> trainer names by rank
+    std::vector<std::string> want_queue;                           // in scheduling order
+  };
+  const DeviceKind kCuda = DeviceKind::kCuda;
+  const std::vector<Case> cases = {
+      {"fifo within a model", {{"t1"}, {"t2"}, {"t3"}}, {{"a", "m", 2}, {"b", "m", 2}},
+       {{"a", {"t1", "t2"}}}, {"b"}},
+      {"a later smaller job of the same model and priority waits", {{"t1"}, {"t2"}},
+       {{"a", "m", 3}, {"b", "m", 1}}, {}, {"a", "b"}},
+      {"higher priority first", {{"t1"}, {"t2"}}, {{"a", "m", 2, 0}, {"b", "m", 2, 5}},
+       {{"b", {"t1", "t2"}}}, {"a"}},
+      {"disjoint worlds side by side", {{"t1"}, {"t2"}, {"t3"}, {"t4"}}, {{"a", "m", 2}, {"b", "m", 2}},
+       {{"a", {"t1", "t2"}}, {"b", {"t3", "t4"}}}, {}},
+      {"W larger than the cluster waits; other models proceed", {{"t1", {"m1", "m2"}}, {"t2", {"m1", "m2"}}},
+       {{"a", "m1", 3}, {"b", "m2", 2}}, {{"b", {"t1", "t2"}}}, {"a"}},
+      {"a lower priority of the same model passes a job too big for the cluster", {{"t1"}, {"t2"}},
+       {{"a", "m", 3, 5}, {"b", "m", 1, 0}}, {{"b", {"t1"}}}, {"a"}},
+      {"a waiting job the cluster can satisfy holds back its trainers",
+       {{"t1", {"m1"}}, {"t2", {"m1"}}, {"t3", {"m1"}}, {"t4", {"m2"}}},
+       {{"x", "m1", 1, 9}, {"a", "m1", 3, 5}, {"b", "m1", 1, 0}, {"c", "m2", 1, 0}},
+       {{"x", {"t1"}}, {"c", {"t4"}}}, {"a", "b"}},
+      {"held-back trainers are not taken by other models either",
+       {{"t1", {"m1", "m2"}}, {"t2", {"m1", "m2"}}, {"t3", {"m1", "m2"}}},
+       {{"x", "m1", 1, 9}, {"a", "m1", 3, 5}, {"c", "m2", 1, 0}}, {{"x", {"t1"}}}, {"a", "c"}},
+      {"a trainer without the model is never picked", {{"t1", {"m2"}}, {"t2", {"m1"}}, {"t3", {"m2"}}},
+       {{"a", "m1", 1}, {"b", "m1", 1}}, {{"a", {"t2"}}}, {"b"}},
+      {"a model no trainer holds waits", {{"t1"}}, {{"a", "nobody-has-it", 1}}, {}, {"a"}},
+      {"ranks follow trainer names", {{"charlie"}, {"alpha"}, {"bravo"}}, {{"a", "m", 3}},
+       {{"a", {"alpha", "bravo", "charlie"}}}, {}},
+      {"cuda preferred, cpu next, never mixed",
+       {{"c1", {"m"}}, {"c2", {"m"}}, {"g1", {"m"}, kCuda}, {"g2", {"m"}, kCuda}},
+       {{"a", "m", 2}, {"b", "m", 2}}, {{"a", {"g1", "g2"}}, {"b", {"c1", "c2"}}}, {}},
+      {"no world across device kinds", {{"c1"}, {"g1", {"m"}, kCuda}}, {{"a", "m", 2}}, {}, {"a"}},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    SetUp();
+    sessions_.clear();
+    names_.clear();
+    for (const JobSpecRow& j : c.jobs) EXPECT_TRUE(Submit(j).empty());
+    for (const TrainerSpec& t : c.trainers) AddTrainer(t);
+    SchedulerEvents events = scheduler_->Schedule();
+    std::map<std::string, std::vector<std::string>> started;
+    for (const WorldStarted& w : events.started) {
+      started[w.job_id] = Names(w.trainer_ids);
+      EXPECT_EQ(w.generation, 1);
+      ASSERT_EQ(w.assignments.size(), w.trainer_ids.size());
+      for (size_t r = 0; r < w.assignments.size(); ++r) {
+        EXPECT_EQ(w.assignments[r].ref, (AssignmentRef{w.job_id, 1, static_cast<int>(r)}));
+        EXPECT_EQ(w.assignments[r].world_size, static_cast<int>(w.trainer_ids.size()));
+        EXPECT_EQ(w.assignments[r].device_kind, w.device_kind);
+        EXPECT_EQ(State(names_.at(w.trainer_ids[r])), TrainerState::kBusy);
+      }
+    }
+    EXPECT_EQ(started, c.want_started);
+    EXPECT_EQ(QueueIds(), c.want_queue);
+    EXPECT_EQ(scheduler_->QueueDepth(), static_cast<int64_t>(c.want_queue.size()));
+  }
+}
+
+TEST_F(SchedulerTest, SubmitValidation) {
+  struct Case {
+    std::string name;
+    std::function<void(JobRequest&)> mutate;
+    absl::StatusCode want;
+  };
+  const std::vector<Case> cases = {
+      {"valid", [](JobRequest&) {}, absl::StatusCode::kOk},
+      {"empty id", [](JobRequest& r) { r.job_id = ""; }, absl::StatusCode::kInvalidArgument},
+      {"empty model", [](JobRequest& r) { r.base_model = ""; }, absl::StatusCode::kInvalidArgument},
+      {"no trainers", [](JobRequest& r) { r.trainers = 0; }, absl::StatusCode::kInvalidArgument},
+      {"batch not divisible", [](JobRequest& r) { r.trainers = 5; }, absl::StatusCode::kInvalidArgument},
+      {"micro batch not dividing", [](JobRequest& r) { r.micro_batch_size = 5; }, absl::StatusCode::kInvalidArgument},
+  };
+  int n = 0;
+  for (const Case& c : cases) {
+    JobRequest r = Job({"job_" + std::to_string(n++)});
+    c.mutate(r);
+    EXPECT_EQ(scheduler_->Submit(r).status().code(), c.want) << c.name;
+  }
+  EXPECT_EQ(scheduler_->Submit(Job({"job_0"})).status().code(), absl::StatusCode::kAlreadyExists);
+
+  SchedulerOptions small;
+  small.max_queued_jobs = 1;
+  auto full = *Scheduler::Create(small, registry_.get(), nullptr, &clock_);
+  EXPECT_TRUE(full->Submit(Job({"a"})).ok());
+  EXPECT_EQ(full->Submit(Job({"b"})).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(SchedulerOptions{0}.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(SchedulerTest, AssignmentsCarryTheWorldShape) {
+  AddTrainer({"t1"});
+  AddTrainer({"t2"});
+  JobRequest r = Job({"a", "m", 2});
+  r.global_batch_size = 8;
+  r.micro_batch_size = 2;
+  r.last_generation = 4;  // restored after a restart: the next generation is 5
+  SchedulerEvents e = *scheduler_->Submit(r);
+  ASSERT_EQ(e.started.size(), 1u);
+  const Assignment& a = e.started[0].assignments[1];
+  EXPECT_EQ(a.ref, (AssignmentRef{"a", 5, 1}));
+  EXPECT_EQ(a.grad_accum_steps, 2);  // 8 / (2 x 2)
+  EXPECT_EQ(a.base_model, "m");
+  EXPECT_EQ(a.weights_sha256, Hex('a'));
+  EXPECT_EQ(a.device_kind, DeviceKind::kCpu);
+  EXPECT_EQ(a.create_time, clock_.Now());
+  EXPECT_EQ(rendezvous_->CurrentGeneration("a"), 5);
+  std::optional<RunningJob> running = scheduler_->GetRunning("a");
+  ASSERT_TRUE(running.has_value());
+  EXPECT_EQ(Names(running->trainer_ids), (std::vector<std::string>{"t1", "t2"}));
+  EXPECT_EQ(scheduler_->ModelsInUse(), std::set<std::string>{"m"});
+}
+
+TEST_F(SchedulerTest, RegisteringATrainerStartsQueuedWork) {
+  Submit({"a"});
+  absl::StatusOr<RegisterTrainerResult> r = scheduler_->RegisterTrainer(Reg({"t1"}));
+  ASSERT_TRUE(r.ok()) << r.status();
+  sessions_["t1"] = r->registration;
+  names_[r->registration.trainer_id] = "t1";
+  ASSERT_EQ(r->events.started.size(), 1u);
+  HeartbeatResult hb = Beat("t1");
+  ASSERT_EQ(hb.reply.assignments.size(), 1u);
+  EXPECT_EQ(hb.reply.assignments[0].ref.job_id, "a");
+}
+
+TEST_F(SchedulerTest, CancelQueuedJob) {
+  Submit({"a", "m", 2});
+  Submit({"b", "m", 1});
+  AddTrainer({"t1"});
+  EXPECT_TRUE(scheduler_->Schedule().started.empty());  // b waits behind a
+  SchedulerEvents e = *scheduler_->Cancel("a");
+  ASSERT_EQ(e.ended.size(), 1u);
+  EXPECT_EQ(e.ended[0].end, JobEnd::kCancelled);
+  EXPECT_EQ(e.ended[0].generation, 0);
+  ASSERT_EQ(e.started.size(), 1u);  // b no longer waits behind a
+  EXPECT_EQ(e.started[0].job_id, "b");
+  EXPECT_EQ(scheduler_->Cancel("a").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, CancellationFreesTrainersWhenTheyLetGo) {
+  for (const char* t : {"t1", "t2"}) AddTrainer({t});
+  std::vector<AssignmentRef> refs = StartAcknowledged({"a", "m", 2}, {"t1", "t2"});
+  Submit({"b", "m", 1});
+  EXPECT_EQ(QueueIds(), std::vector<std::string>{"b"});
+
+  SchedulerEvents e = *scheduler_->Cancel("a");
+  ASSERT_EQ(e.ended.size(), 1u);
+  EXPECT_EQ(e.ended[0].end, JobEnd::kCancelled);
+  EXPECT_EQ(e.ended[0].generation, 1);
+  EXPECT_TRUE(e.started.empty());  // trainers still stopping
+  EXPECT_EQ(rendezvous_->CurrentGeneration("a"), 0);
+  EXPECT_EQ(scheduler_->CheckAssignment(Id("t1"), refs[0]).code(), absl::StatusCode::kFailedPrecondition);
+
+  for (int round = 0; round < 2; ++round) {
+    HeartbeatResult hb = Beat("t1", {Listed(refs[0])});
+    ASSERT_EQ(hb.reply.cancellations.size(), 1u);
+    EXPECT_EQ(hb.reply.cancellations[0].reason, "job cancelled by user");
+    EXPECT_EQ(State("t1"), TrainerState::kBusy);
+  }
+  // t1's engine is gone: in the same answer it gets the queued job.
+  HeartbeatResult hb = Beat("t1");
+  EXPECT_TRUE(hb.reply.cancellations.empty());
+  ASSERT_EQ(hb.events.started.size(), 1u);
+  EXPECT_EQ(hb.events.started[0].job_id, "b");
+  ASSERT_EQ(hb.reply.assignments.size(), 1u);
+  EXPECT_EQ(hb.reply.assignments[0].ref.job_id, "b");
+  // t2 reports the exit instead; the job is final, so the answer is FAILED_PRECONDITION, but the
+  // trainer is free.
+  Beat("t2", {Listed(refs[1])});
+  EXPECT_EQ(scheduler_->ReportEngineExit(Id("t2"), refs[1], {ExitReason::kCancelled}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(State("t2"), TrainerState::kIdle);
+}
+
+TEST_F(SchedulerTest, CancellingBeforeDeliveryFreesAtOnce) {
+  AddTrainer({"t1"});
+  Submit({"a"});
+  Submit({"b"});
+  SchedulerEvents e = *scheduler_->Cancel("a");
+  ASSERT_EQ(e.started.size(), 1u);
+  EXPECT_EQ(e.started[0].job_id, "b");
+  HeartbeatResult hb = Beat("t1");
+  EXPECT_TRUE(hb.reply.cancellations.empty());
+  ASSERT_EQ(hb.reply.assignments.size(), 1u);
+  EXPECT_EQ(hb.reply.assignments[0].ref.job_id, "b");
+}
+
+TEST_F(SchedulerTest, LostTrainerFailsItsJobAndFreesTheOthers) {
+  for (const char* t : {"t1", "t2", "t3"}) AddTrainer({t});
+  std::vector<AssignmentRef> refs = StartAcknowledged({"a", "m", 3}, {"t1", "t2", "t3"});
+  Beat("t1", {Listed(refs[0], 7)});
+  clock_.Advance(absl::Seconds(10));
+  Beat("t2", {Listed(refs[1], 7)});
+  Beat("t3", {Listed(refs[2], 7)});
+  EXPECT_TRUE(scheduler_->Tick().empty());
+  clock_.Advance(absl::Seconds(6));  // t1 silent for 16 s > lease 15 s
+
+  SchedulerEvents e = scheduler_->Tick();
+  ASSERT_EQ(e.lost.size(), 1u);
+  EXPECT_EQ(e.lost[0].name, "t1");
+  ASSERT_EQ(e.ended.size(), 1u);
+  EXPECT_EQ(e.ended[0].job_id, "a");
+  EXPECT_EQ(e.ended[0].end, JobEnd::kFailed);
+  EXPECT_EQ(e.ended[0].reason, "trainer t1 lost at step 7");
+  EXPECT_TRUE(e.ended[0].trainer_fault);
+  EXPECT_EQ(State("t1"), TrainerState::kLost);
+  EXPECT_FALSE(scheduler_->GetRunning("a").has_value());
+
+  for (int r = 1; r < 3; ++r) {
+    const std::string name = "t" + std::to_string(r + 1);
+    HeartbeatResult hb = Beat(name, {Listed(refs[r], 8)});
+    ASSERT_EQ(hb.reply.cancellations.size(), 1u);
+    EXPECT_EQ(hb.reply.cancellations[0].ref, refs[r]);
+    EXPECT_EQ(hb.reply.cancellations[0].reason, "job ended: trainer t1 lost at step 7");
+    EXPECT_TRUE(Beat(name).reply.freed);
+    EXPECT_EQ(State(name), TrainerState::kIdle);
+  }
+  // t1 comes back still running its old engine: it is told to stop, then is free.
+  absl::StatusOr<RegisterTrainerResult> back = scheduler_->RegisterTrainer(Reg({"t1"}));
+  ASSERT_TRUE(back.ok()) << back.status();
+  sessions_["t1"] = back->registration;
+  HeartbeatResult hb = Beat("t1", {Listed(refs[0], 9)});
+  ASSERT_EQ(hb.reply.cancellations.size(), 1u);
+  EXPECT_EQ(hb.reply.cancellations[0].ref, refs[0]);
+  EXPECT_TRUE(hb.events.empty());
+  EXPECT_TRUE(Beat("t1").reply.freed);
+}
+
+TEST_F(SchedulerTest, EngineExitsTable) {
+  struct Case {
+    std::string name;
+    EngineExit exit;
+    bool job_fails;
+    bool trainer_fault;
+  };
+  const std::vector<Case> cases = {
+      {"completed", {ExitReason::kCompleted}, false, false},
+      {"error invalid argument is the job's fault",
+       {ExitReason::kError, absl::StatusCode::kInvalidArgument, "bad spec", 3}, true, false},
+      {"error out of memory is the job's fault",
+       {ExitReason::kError, absl::StatusCode::kResourceExhausted, "CUDA OOM", 1}, true, false},
+      {"error unavailable is the trainer's", {ExitReason::kError, absl::StatusCode::kUnavailable, "peer gone", 5},
+       true, true},
+      {"watchdog", {ExitReason::kWatchdog, absl::StatusCode::kDeadlineExceeded, "allreduce #9", 9}, true, true},
+      {"crashed", {ExitReason::kCrashed, absl::StatusCode::kAborted, "SIGSEGV", 2}, true, true},
+      {"start failed", {ExitReason::kStartFailed, absl::StatusCode::kUnavailable, "fetch", 0}, true, true},
+      {"unrequested cancel", {ExitReason::kCancelled}, true, true},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    SetUp();
+    sessions_.clear();
+    names_.clear();
+    AddTrainer({"t1"});
+    AddTrainer({"t2"});
+    std::vector<AssignmentRef> refs = StartAcknowledged({"a", "m", 2}, {"t1", "t2"});
+    absl::StatusOr<SchedulerEvents> e = scheduler_->ReportEngineExit(Id("t2"), refs[1], c.exit);
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_EQ(State("t2"), TrainerState::kIdle);
+    if (!c.job_fails) {
+      EXPECT_TRUE(e->empty());
+      EXPECT_TRUE(scheduler_->GetRunning("a").has_value());
+      EXPECT_TRUE(scheduler_->CheckAssignment(Id("t1"), refs[0]).ok());
+      continue;
+    }
+    ASSERT_EQ(e->ended.size(), 1u);
+    EXPECT_EQ(e->ended[0].end, JobEnd::kFailed);
+    EXPECT_EQ(e->ended[0].trainer_fault, c.trainer_fault);
+    EXPECT_NE(e->ended[0].reason.find("rank 1 on trainer t2 ended"), std::string::npos) << e->ended[0].reason;
+    EXPECT_NE(e->ended[0].reason.find(c.exit.message), std::string::npos) << e->ended[0].reason;
+    EXPECT_EQ(Beat("t1", {Listed(refs[0])}).reply.cancellations.size(), 1u);
+  }
+}
+
+TEST_F(SchedulerTest, ExitReportedTwiceIsOkAndStaleCallsAreRejected) {
+  AddTrainer({"t1"});
+  AddTrainer({"t2"});
+  std::vector<AssignmentRef> refs = StartAcknowledged({"a", "m", 2}, {"t1", "t2"});
+  EXPECT_TRUE(scheduler_->ReportEngineExit(Id("t2"), refs[1], {ExitReason::kCompleted}).ok());
+  EXPECT_TRUE(scheduler_->ReportEngineExit(Id("t2"), refs[1], {ExitReason::kCompleted}).ok());
+
+  struct Case {
+    std::string name;
+    std::string trainer;
+    AssignmentRef ref;
+    absl::StatusCode want;
+  };
+  const std::vector<Case> cases = {
+      {"current rank", "t1", refs[0], absl::StatusCode::kOk},
+      {"exited rank of a running job", "t2", refs[1], absl::StatusCode::kOk},
+      {"generation zero", "t1", {"a", 0, 0}, absl::StatusCode::kInvalidArgument},
+      {"other generation", "t1", {"a", 2, 0}, absl::StatusCode::kFailedPrecondition},
+      {"rank of another trainer", "t2", refs[0], absl::StatusCode::kFailedPrecondition},
+      {"rank out of range", "t1", {"a", 1, 5}, absl::StatusCode::kFailedPrecondition},
+      {"unknown job", "t1", {"nope", 1, 0}, absl::StatusCode::kFailedPrecondition},
+      {"malformed", "t1", {"", 1, 0}, absl::StatusCode::kInvalidArgument},
+  };
+  for (const Case& c : cases) {
+    EXPECT_EQ(scheduler_->CheckAssignment(Id(c.trainer), c.ref).code(), c.want) << c.name;
+  }
+  EXPECT_EQ(scheduler_->ReportEngineExit(Id("t1"), {"a", 2, 0}, {ExitReason::kCrashed}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_TRUE(scheduler_->GetRunning("a").has_value());  // a stale report changes nothing
+}
+
+TEST_F(SchedulerTest, SucceededJobReleasesRanksWithoutCancelling) {
+  AddTrainer({"t1"});
+  AddTrainer({"t2"});
+  std::vector<AssignmentRef> refs = StartAcknowledged({"a", "m", 2}, {"t1", "t2"});
+  EXPECT_TRUE(scheduler_->ReportEngineExit(Id("t2"), refs[1], {ExitReason::kCompleted, {}, "", 20}).ok());
+  // Rank 0's final checkpoint is published: SUCCEEDED.
+  SchedulerEvents e = *scheduler_->Finish("a", JobEnd::kSucceeded, "adapter published");
+  ASSERT_EQ(e.ended.size(), 1u);
+  EXPECT_EQ(e.ended[0].end, JobEnd::kSucceeded);
+  EXPECT_FALSE(e.ended[0].trainer_fault);
+  HeartbeatResult hb = Beat("t1", {Listed(refs[0], 20)});
+  EXPECT_TRUE(hb.reply.cancellations.empty());
+  EXPECT_EQ(State("t1"), TrainerState::kBusy);
+  EXPECT_EQ(scheduler_->ReportEngineExit(Id("t1"), refs[0], {ExitReason::kCompleted}).status().code(),
+            absl::StatusCode::kFailedPrecondition);  // the coordinator has moved on
+  EXPECT_EQ(State("t1"), TrainerState::kIdle);
+  EXPECT_EQ(scheduler_->Finish("a", JobEnd::kFailed, "again").status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_F(SchedulerTest, DroppedAssignmentFailsTheJob) {
+  AddTrainer({"t1"});
+  std::vector<AssignmentRef> refs = StartAcknowledged({"a"}, {"t1"});
+  HeartbeatResult hb = Beat("t1");  // no longer lists it, never reported an exit
+  ASSERT_EQ(hb.events.ended.size(), 1u);
+  EXPECT_EQ(hb.events.ended[0].end, JobEnd::kFailed);
+  EXPECT_EQ(hb.events.ended[0].reason, "trainer t1 stopped running rank 0 without reporting an exit");
+  EXPECT_EQ(State("t1"), TrainerState::kIdle);
+}
+
+TEST_F(SchedulerTest, ModelFilesCannotChangeUnderAQueuedJob) {
+  AddTrainer({"t1"});
+  Submit({"a", "m", 2});
+  clock_.Advance(absl::Seconds(16));
+  EXPECT_EQ(scheduler_->Tick().lost.size(), 1u);
+  TrainerRegistration changed = Reg({"t2"});
+  changed.models[0].weights_sha256 = Hex('b');
+  EXPECT_EQ(scheduler_->RegisterTrainer(changed).status().code(), absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(scheduler_->Cancel("a").ok());
+  EXPECT_TRUE(scheduler_->RegisterTrainer(changed).ok());
+}
+
+}  // namespace
+}  // namespace herd::coordinator
