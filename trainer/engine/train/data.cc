@@ -1,4 +1,4 @@
-// Prepared-data reader.
+// Batches from prepared-data rows.
 #include "trainer/engine/train/data.h"
 
 #include <cstring>
@@ -9,47 +9,28 @@
 namespace herd::engine {
 
 absl::StatusOr<std::unique_ptr<PreparedData>> PreparedData::Open(const std::string& path) {
-  std::unique_ptr<PreparedData> d(new PreparedData());
-  HERD_ASSIGN_OR_RETURN(d->file_, SafetensorsFile::Open(path));
-  const SafetensorsTensor** slots[] = {&d->input_ids_, &d->targets_, &d->position_ids_, &d->doc_ids_};
-  const char* names[] = {"input_ids", "targets", "position_ids", "doc_ids"};
-  for (int i = 0; i < 4; ++i) {
-    HERD_ASSIGN_OR_RETURN(*slots[i], d->file_->Get(names[i]));
-    const SafetensorsTensor* t = *slots[i];
-    if (t->dtype != Dtype::kI32 || t->shape.size() != 2) {
-      return absl::InvalidArgumentError(herd::StrCat(path, ": tensor ", names[i], " must be I32 [rows, seq_len]"));
-    }
-    if (t->shape != d->input_ids_->shape) {
-      return absl::InvalidArgumentError(herd::StrCat(path, ": tensor ", names[i], " has shape [",
-                                                     herd::StrJoin(t->shape, ", "), "], input_ids has [",
-                                                     herd::StrJoin(d->input_ids_->shape, ", "), "]"));
-    }
-  }
-  d->rows_ = d->input_ids_->shape[0];
-  d->seq_len_ = d->input_ids_->shape[1];
-  if (d->rows_ == 0 || d->seq_len_ == 0) return absl::InvalidArgumentError(herd::StrCat(path, ": holds no sequences"));
-  return d;
-}
-
-const int32_t* PreparedData::Row(const SafetensorsTensor* t, int64_t row) const {
-  return reinterpret_cast<const int32_t*>(t->data.data()) + row * seq_len_;
+  HERD_ASSIGN_OR_RETURN(auto file, datasets::PreparedFile::Open(path));
+  if (file->rows() == 0) return absl::InvalidArgumentError(herd::StrCat(path, ": holds no sequences"));
+  return std::unique_ptr<PreparedData>(new PreparedData(path, std::move(file)));
 }
 
 Batch PreparedData::MakeBatch(const std::vector<int64_t>& rows, const std::vector<int64_t>& stream_positions,
                               at::Device device) const {
-  const int64_t B = static_cast<int64_t>(rows.size());
-  auto gather = [&](const SafetensorsTensor* t) {
-    at::Tensor out = at::empty({B, seq_len_}, at::kInt);  // [B, T]
-    for (int64_t b = 0; b < B; ++b) {
-      std::memcpy(out.data_ptr<int32_t>() + b * seq_len_, Row(t, rows[b]), seq_len_ * sizeof(int32_t));
-    }
-    return out.to(device, at::kLong);
-  };
+  const int64_t B = static_cast<int64_t>(rows.size()), T = seq_len();
+  at::Tensor input_ids = at::empty({B, T}, at::kInt), targets = at::empty({B, T}, at::kInt);
+  at::Tensor position_ids = at::empty({B, T}, at::kInt), doc_ids = at::empty({B, T}, at::kInt);
+  for (int64_t b = 0; b < B; ++b) {
+    const datasets::PreparedFile::Row row = file_->row(rows[b]);
+    std::memcpy(input_ids.data_ptr<int32_t>() + b * T, row.input_ids.data(), T * sizeof(int32_t));
+    std::memcpy(targets.data_ptr<int32_t>() + b * T, row.targets.data(), T * sizeof(int32_t));
+    std::memcpy(position_ids.data_ptr<int32_t>() + b * T, row.position_ids.data(), T * sizeof(int32_t));
+    std::memcpy(doc_ids.data_ptr<int32_t>() + b * T, row.doc_ids.data(), T * sizeof(int32_t));
+  }
   Batch batch;
-  batch.input_ids = gather(input_ids_);
-  batch.targets = gather(targets_);
-  batch.position_ids = gather(position_ids_);
-  batch.doc_ids = gather(doc_ids_);
+  batch.input_ids = input_ids.to(device, at::kLong);        // [B, T]
+  batch.targets = targets.to(device, at::kLong);            // [B, T]
+  batch.position_ids = position_ids.to(device, at::kLong);  // [B, T]
+  batch.doc_ids = doc_ids.to(device, at::kLong);            // [B, T]
   batch.sequence_ids = stream_positions;
   return batch;
 }
@@ -57,8 +38,7 @@ Batch PreparedData::MakeBatch(const std::vector<int64_t>& rows, const std::vecto
 int64_t PreparedData::TrainedTokens(const std::vector<int64_t>& rows) const {
   int64_t n = 0;
   for (int64_t r : rows) {
-    const int32_t* t = Row(targets_, r);
-    for (int64_t i = 0; i < seq_len_; ++i) n += t[i] != -100;
+    for (int32_t t : file_->row(r).targets) n += t != -100;
   }
   return n;
 }
