@@ -103,7 +103,7 @@ absl::Status Bench(const std::string& name, int64_t batch, int64_t seq, int step
   }
   double loss = 0;
   auto step = [&](int i) -> absl::Status {
-    for (const at::Tensor& p : params) const_cast<at::Tensor&>(p).mutable_grad() = at::Tensor();
+    for (const at::Tensor& p : params) p.mutable_grad() = at::Tensor();
     const Batch& b = batches[i % 4];
     LlamaModel::LossSums sums = model->Loss(model->Hidden(b, nullptr), b.targets);
     at::Tensor l = sums.loss_sum / static_cast<double>(sums.tokens);

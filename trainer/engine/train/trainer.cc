@@ -33,7 +33,7 @@ at::Tensor FlattenGrads(const std::vector<at::Tensor>& params) {
 void UnflattenGrads(const at::Tensor& flat, const std::vector<at::Tensor>& params) {
   int64_t offset = 0;
   for (const at::Tensor& p : params) {
-    const_cast<at::Tensor&>(p).mutable_grad() = flat.narrow(0, offset, p.numel()).view(p.sizes()).to(p.scalar_type()).clone();
+    p.mutable_grad() = flat.narrow(0, offset, p.numel()).view(p.sizes()).to(p.scalar_type()).clone();
     offset += p.numel();
   }
 }
@@ -162,7 +162,7 @@ absl::Status Train(LlamaModel& model, const PreparedData& train, const PreparedD
     // 2. Forward, loss and backward per micro-batch; gradients accumulate in the parameters.
     double stats[2] = {0, 0};  // Σ token losses, Σ correct
     try {
-      for (const at::Tensor& p : params) const_cast<at::Tensor&>(p).mutable_grad() = at::Tensor();
+      for (const at::Tensor& p : params) p.mutable_grad() = at::Tensor();
       for (const MicroBatch& mb : plan) {
         if (mb.rows.empty()) continue;
         const absl::Time wait = absl::Now();
