@@ -7,6 +7,8 @@
 
 #include "CLI/CLI.hpp"
 #include "cli/client_config.h"
+#include "cli/datasets_commands.h"
+#include "cli/exit_codes.h"
 #include "common/rpc/rpc.h"
 #include "common/job_spec.h"
 #include "datasets/records.h"
@@ -15,8 +17,11 @@ extern char** environ;
 
 namespace {
 
-// DESIGN.md §11.
-enum ExitCode { kOk = 0, kUsage = 1, kInvalid = 2, kNotFound = 3, kUnavailable = 5 };
+using herd::cli::kInvalid;
+using herd::cli::kNotFound;
+using herd::cli::kOk;
+using herd::cli::kUnavailable;
+using herd::cli::kUsage;
 
 int ValidateDataset(const std::string& path, bool skip_invalid) {
   std::ifstream in(path);
@@ -90,12 +95,16 @@ int main(int argc, char** argv) {
   CLI::App app{"herd: fine-tune LLaMA models with LoRA on your own Herd cluster."};
   app.set_version_flag("--version", std::string("herd ") + HERD_VERSION);
   app.require_subcommand(1);
+  app.fallthrough();  // global options (--output, --token, ...) also after the subcommand
   std::string endpoint, token, config;
   app.add_option("--endpoint", endpoint, "Coordinator address host:port (or HERD_ENDPOINT, or ~/.config/herd/config.yaml)");
   app.add_option("--token", token, "Bearer token (or HERD_TOKEN)");
   app.add_option("--config", config, "Client config file (default ~/.config/herd/config.yaml)");
+  std::string output = "text";
+  app.add_option("--output,-o", output, "Output format: text or json (the API objects)")
+      ->check(CLI::IsMember({"text", "json"}));
 
-  CLI::App* datasets = app.add_subcommand("datasets", "Datasets: check files before uploading");
+  CLI::App* datasets = app.add_subcommand("datasets", "Datasets: check, upload, list, inspect, delete");
   datasets->require_subcommand(1);
   CLI::App* ds_validate = datasets->add_subcommand(
       "validate", "Check a JSONL file the way the coordinator will: lists problems by line and field");
@@ -103,6 +112,19 @@ int main(int argc, char** argv) {
   bool skip_invalid = false;
   ds_validate->add_option("FILE", ds_path, "JSONL dataset")->required();
   ds_validate->add_flag("--skip-invalid", skip_invalid, "Accept the file if some records are valid");
+  CLI::App* ds_upload = datasets->add_subcommand(
+      "upload", "Upload a JSONL file (resumable); prints the dataset id, or the problems by line");
+  herd::cli::UploadOptions upload;
+  ds_upload->add_option("FILE", upload.path, "JSONL dataset")->required();
+  ds_upload->add_option("--name", upload.name, "Dataset label (default: the file name)");
+  ds_upload->add_flag("--skip-invalid", upload.skip_invalid,
+                      "Keep the valid records and drop invalid ones instead of rejecting the file");
+  CLI::App* ds_list = datasets->add_subcommand("list", "List your datasets, newest first");
+  std::string ds_id;
+  CLI::App* ds_get = datasets->add_subcommand("get", "Show one dataset");
+  ds_get->add_option("ID", ds_id, "Dataset id (ds_...)")->required();
+  CLI::App* ds_delete = datasets->add_subcommand("delete", "Delete a dataset");
+  ds_delete->add_option("ID", ds_id, "Dataset id (ds_...)")->required();
 
   CLI::App* jobs = app.add_subcommand("jobs", "Jobs: check job files");
   jobs->require_subcommand(1);
@@ -127,6 +149,11 @@ int main(int argc, char** argv) {
     return kInvalid;
   }
   if (*status) return Status(*client);
+  const bool json = output == "json";
+  if (*ds_upload) return herd::cli::UploadDataset(*client, upload, json);
+  if (*ds_list) return herd::cli::ListDatasets(*client, json);
+  if (*ds_get) return herd::cli::GetDataset(*client, ds_id, json);
+  if (*ds_delete) return herd::cli::DeleteDataset(*client, ds_id);
   if (*show_config) {
     std::cout << "endpoint: " << client->endpoint << "  (from " << client->source << ")\ntoken: "
               << (client->token.empty() ? "(none)" : "(set)") << "\n";

@@ -1,5 +1,7 @@
 // herd-coordinator: one per cluster (DESIGN.md §1). Parses its configuration, opens the data
 // directory, and serves gRPC (health checking and reflection on) until SIGINT/SIGTERM.
+// `herd-coordinator token create --tenant NAME` makes a user token (while the coordinator is
+// stopped: the data dir is locked by the process that has it open).
 #include <signal.h>
 
 #include <filesystem>
@@ -11,6 +13,40 @@
 #include "common/rpc/rpc.h"
 #include "common/status.h"
 #include "coordinator/coordinator_config.h"
+#include "coordinator/dataset_uploads.h"
+#include "coordinator/housekeeper.h"
+#include "coordinator/services/dataset_service.h"
+#include "coordinator/store/store.h"
+
+namespace {
+
+// Prints a new user token of `tenant` (made if needed) once, on stdout.
+int CreateToken(const std::string& data_dir, const std::string& tenant, const std::string& label) {
+  auto store = herd::coordinator::store::Store::Open({.data_dir = data_dir});
+  if (!store.ok()) {
+    std::cerr << "herd-coordinator: " << store.status().message()
+              << (store.status().code() == absl::StatusCode::kFailedPrecondition
+                      ? " (stop the coordinator to create tokens)"
+                      : "")
+              << "\n";
+    return 1;
+  }
+  if (absl::Status s = (*store)->tokens().EnsureTenant(tenant); !s.ok()) {
+    std::cerr << "herd-coordinator: " << s.message() << "\n";
+    return 2;
+  }
+  auto token = (*store)->tokens().CreateUserToken(tenant, label);
+  if (!token.ok()) {
+    std::cerr << "herd-coordinator: " << token.status().message() << "\n";
+    return 1;
+  }
+  std::cout << token->token << "\n";
+  std::cerr << "token " << token->info.id << " for tenant " << tenant
+            << " (shown once; store it now)\n";
+  return 0;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{"herd-coordinator: the Herd cluster's API, job queue, scheduler and stores."};
@@ -24,7 +60,15 @@ int main(int argc, char** argv) {
   auto* data_dir = app.add_option("--data-dir", flags.data_dir, "Folder for the database and blobs");
   auto* ready = app.add_option("--ready-file", flags.ready_file, "Write the bound gRPC port here once serving");
   app.add_flag("--print-config", print_config, "Print the effective configuration and exit");
+  CLI::App* token = app.add_subcommand("token", "Manage bearer tokens (while the coordinator is stopped)");
+  CLI::App* token_create = token->add_subcommand("create", "Print a new user token of a tenant, made if needed");
+  token->require_subcommand(1);
+  std::string token_tenant, token_label, token_data_dir = herd::coordinator::CoordinatorConfig{}.data_dir;
+  token_create->add_option("--tenant", token_tenant, "Tenant the token belongs to")->required();
+  token_create->add_option("--data-dir", token_data_dir, "The coordinator's data folder");
+  token_create->add_option("--label", token_label, "Note kept with the token (who it is for)");
   CLI11_PARSE(app, argc, argv);
+  if (*token_create) return CreateToken(token_data_dir, token_tenant, token_label);
 
   herd::coordinator::CoordinatorConfig config;
   if (!config_path.empty()) {
@@ -68,7 +112,17 @@ int main(int argc, char** argv) {
   server_options.ready_file = config.ready_file;
   server_options.allow_insecure_remote = config.allow_insecure_remote;
   server_options.tls = {config.tls.cert_file, config.tls.key_file, config.tls.client_ca_file};
-  auto server = herd::rpc::StartServer(server_options, {});
+  auto store = herd::coordinator::store::Store::Open(
+      {.data_dir = config.data_dir, .max_upload_bytes = config.max_upload_bytes});
+  if (!store.ok()) {
+    std::cerr << "herd-coordinator: " << store.status().message() << "\n";
+    return 1;
+  }
+  herd::coordinator::Housekeeper housekeeper(store->get(), herd::coordinator::Clock::Real());
+  housekeeper.Start();
+  herd::coordinator::DatasetUploads dataset_uploads(store->get());
+  herd::coordinator::services::DatasetService dataset_service(&dataset_uploads, &(*store)->tokens());
+  auto server = herd::rpc::StartServer(server_options, {&dataset_service});
   if (!server.ok()) {
     std::cerr << "herd-coordinator: " << server.status().message() << "\n";
     return 1;
@@ -78,5 +132,6 @@ int main(int argc, char** argv) {
   sigwait(&stop, &sig);
   HERD_LOG(Info) << "signal " << sig << ": shutting down";
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  housekeeper.Stop();
   return 0;
 }
