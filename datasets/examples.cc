@@ -106,15 +106,53 @@ absl::StatusOr<std::vector<Segment>> Llama2Chat(const std::vector<Message>& mess
   return out;
 }
 
+constexpr std::string_view kStartHeader = "<|start_header_id|>";
+constexpr std::string_view kEndHeader = "<|end_header_id|>";
+constexpr std::string_view kEndOfTurn = "<|eot_id|>";
+
+absl::StatusOr<int32_t> TemplateTokenId(const Tokenizer& tokenizer, std::string_view name) {
+  const auto& special = tokenizer.info().special_tokens;
+  auto it = special.find(name);
+  if (it == special.end()) {
+    return absl::FailedPreconditionError(herd::StrCat(
+        "the llama3 chat template needs the special token ", name,
+        ", which the model's tokenizer does not have; is this a LLaMA-3 model?"));
+  }
+  return it->second;
+}
+
+// Meta's template: bos_token, then per message
+//   <|start_header_id|>{role}<|end_header_id|>\n\n{content | trim}<|eot_id|>
+// in any order of roles. A trained assistant turn trains its content and <|eot_id|>, not its
+// header; "\n\n" is a pre-tokenizer piece of its own, so it can be a segment of its own.
+absl::StatusOr<std::vector<Segment>> Llama3Chat(const std::vector<Message>& messages,
+                                                const Tokenizer& tokenizer,
+                                                const ExampleOptions& options) {
+  HERD_ASSIGN_OR_RETURN(const int32_t start_header, TemplateTokenId(tokenizer, kStartHeader));
+  HERD_ASSIGN_OR_RETURN(const int32_t end_header, TemplateTokenId(tokenizer, kEndHeader));
+  HERD_ASSIGN_OR_RETURN(const int32_t end_of_turn, TemplateTokenId(tokenizer, kEndOfTurn));
+  std::vector<Segment> out;
+  if (tokenizer.bos_id() >= 0) out.push_back(Special(tokenizer.bos_id(), false));
+  for (const Message& m : messages) {
+    const bool trained = MessageTrained(m, options);
+    const bool header_trained = m.role == "assistant" ? options.train_on_inputs : trained;
+    out.push_back(Special(start_header, header_trained));
+    out.push_back(Text(m.role, TextStart::kContinuation, header_trained));
+    out.push_back(Special(end_header, header_trained));
+    out.push_back(Text("\n\n", TextStart::kContinuation, header_trained));
+    out.push_back(Text(std::string(PyStrip(m.content)), TextStart::kContinuation, trained));
+    out.push_back(Special(end_of_turn, trained));
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<Segment>> ChatSegments(const Record& record, const Tokenizer& tokenizer,
                                                   const ExampleOptions& options) {
   ChatTemplate t = options.chat_template;
   if (t == ChatTemplate::kAuto) {
     HERD_ASSIGN_OR_RETURN(t, DetectChatTemplate(tokenizer.info().chat_template));
   }
-  if (t == ChatTemplate::kLlama3) {
-    return absl::UnimplementedError("the llama3 chat template is not implemented yet");
-  }
+  if (t == ChatTemplate::kLlama3) return Llama3Chat(record.messages, tokenizer, options);
   return Llama2Chat(record.messages, tokenizer, options);
 }
 
@@ -274,20 +312,24 @@ absl::StatusOr<Example> BuildExample(const Record& record, const Tokenizer& toke
 
 absl::StatusOr<std::string> RenderChat(const std::vector<Message>& messages, ChatTemplate t,
                                        std::string_view bos, std::string_view eos) {
-  if (t != ChatTemplate::kLlama2) {
+  if (t != ChatTemplate::kLlama2 && t != ChatTemplate::kLlama3) {
     return absl::UnimplementedError(
         herd::StrCat("rendering the ", ChatTemplateName(t), " chat template"));
   }
   // A stand-in tokenizer for the ids only: segments carry text and special ids, which map back
-  // to `bos`/`eos` here.
+  // to `bos`/`eos` and the LLaMA-3 header tokens here.
+  const std::string_view names[] = {bos, eos, kStartHeader, kEndHeader, kEndOfTurn};
   class Ids final : public Tokenizer {
    public:
     Ids() : Tokenizer(Info()) {}
     static TokenizerInfo Info() {
       TokenizerInfo info;
-      info.vocab_size = 2;
+      info.vocab_size = 5;
       info.bos_id = 0;
       info.eos_id = 1;
+      info.special_tokens = {{std::string(kStartHeader), 2},
+                             {std::string(kEndHeader), 3},
+                             {std::string(kEndOfTurn), 4}};
       return info;
     }
     absl::StatusOr<std::vector<int32_t>> Encode(std::string_view, TextStart) const override {
@@ -295,10 +337,12 @@ absl::StatusOr<std::string> RenderChat(const std::vector<Message>& messages, Cha
     }
     absl::StatusOr<std::string> Decode(std::span<const int32_t>) const override { return ""; }
   } ids;
-  HERD_ASSIGN_OR_RETURN(std::vector<Segment> segments, Llama2Chat(messages, ids, ExampleOptions{}));
+  HERD_ASSIGN_OR_RETURN(std::vector<Segment> segments,
+                        t == ChatTemplate::kLlama2 ? Llama2Chat(messages, ids, ExampleOptions{})
+                                                   : Llama3Chat(messages, ids, ExampleOptions{}));
   std::string out;
   for (const Segment& s : segments) {
-    out += s.special < 0 ? std::string_view(s.text) : s.special == 0 ? bos : eos;
+    out += s.special < 0 ? std::string_view(s.text) : names[s.special];
   }
   return out;
 }

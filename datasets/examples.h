@@ -6,6 +6,9 @@
 //   alpaca             prompt_completion over Stanford Alpaca's prompt
 //   chat (llama2)      <s>[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST] {assistant} </s>
 //                      <s>[INST] {user} [/INST] ...               assistant turns + their EOS
+//   chat (llama3)      <|begin_of_text|> then per message         assistant contents + their
+//                      <|start_header_id|>{role}<|end_header_id|>  <|eot_id|>
+//                      \n\n{content}<|eot_id|>
 //   tokenized          input_ids as given                         labels != -100 (all if absent)
 //
 // enc' = TextStart::kContinuation: the completion continues the prompt's text, so " Paris" is
@@ -55,8 +58,9 @@ struct ExampleOptions {
 absl::StatusOr<Example> BuildExample(const Record& record, const Tokenizer& tokenizer,
                                      const ExampleOptions& options);
 
-// The text the chat template renders, with BOS/EOS spelled as `bos`/`eos`; equal to what the
-// model's Jinja template renders (checked against transformers in tests/python).
+// The text the chat template renders, with BOS/EOS spelled as `bos`/`eos` (LLaMA-3's header and
+// end-of-turn tokens as themselves); equal to what the model's Jinja template renders (checked
+// against transformers in tests/python).
 absl::StatusOr<std::string> RenderChat(const std::vector<Message>& messages, ChatTemplate t,
                                        std::string_view bos, std::string_view eos);
 

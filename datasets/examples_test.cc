@@ -189,8 +189,8 @@ TEST(BuildExample, Errors) {
        "input_ids[1]: 9999 is outside the vocabulary"},
       {"shifted labels", bad_label, {}, absl::StatusCode::kInvalidArgument, "labels[0]"},
       {"no EOS", Text("a"), {}, absl::StatusCode::kFailedPrecondition, "no EOS", -1},
-      {"llama3 not yet", Chat({M("user", "a"), M("assistant", "b")}), llama3,
-       absl::StatusCode::kUnimplemented, "llama3"},
+      {"llama3 without header tokens", Chat({M("user", "a"), M("assistant", "b")}), llama3,
+       absl::StatusCode::kFailedPrecondition, "<|start_header_id|>"},
       {"auto without a template", Chat({M("user", "a"), M("assistant", "b")}), {},
        absl::StatusCode::kInvalidArgument, "set chat_template", kEos, ""},
   };

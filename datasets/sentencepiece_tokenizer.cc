@@ -9,6 +9,7 @@
 #include "common/sha256.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "datasets/bpe_tokenizer.h"
 #include "datasets/spm_processor.h"
 
 namespace herd::datasets {
@@ -104,10 +105,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& mode
     return LoadSentencePieceTokenizer(model_dir);
   }
   if (fs::exists(fs::path(model_dir) / "tokenizer.json", ec)) {
-    return absl::UnimplementedError(
-        herd::StrCat(model_dir,
-                     ": has tokenizer.json but no tokenizer.model; Hugging Face byte-level BPE "
-                     "tokenizers (LLaMA 3) are not supported yet"));
+    return LoadBpeTokenizer(model_dir);
   }
   return absl::NotFoundError(
       herd::StrCat(model_dir, ": no tokenizer.model or tokenizer.json in the model directory"));

@@ -24,7 +24,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> MakeSentencePieceTokenizer(
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadSentencePieceTokenizer(const std::string& model_dir);
 
 // The tokenizer of a model directory: tokenizer.model → SentencePiece; tokenizer.json alone →
-// UNIMPLEMENTED for now (LLaMA 3's byte-level BPE is a later issue); neither → NOT_FOUND.
+// byte-level BPE (bpe_tokenizer.h, LLaMA 3); neither → NOT_FOUND.
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizer(const std::string& model_dir);
 
 }  // namespace herd::datasets

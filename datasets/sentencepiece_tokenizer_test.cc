@@ -155,7 +155,7 @@ TEST_F(SentencePieceTest, LoaderErrors) {
          std::ofstream(*dir_ + "/hf/tokenizer.json") << "{}";
          return *dir_ + "/hf";
        },
-       absl::StatusCode::kUnimplemented, "not supported yet"},
+       absl::StatusCode::kUnimplemented, "LLaMA-3 style byte-level BPE"},
       {"not a model",
        [] {
          fs::create_directories(*dir_ + "/junk");

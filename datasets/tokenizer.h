@@ -1,7 +1,7 @@
 // The tokenizer interface the data path is written against (DESIGN.md §4), and the model
 // directory's tokenizer_config.json as far as tokenisation depends on it. Implementations:
 // SentencePiece (sentencepiece_tokenizer.h, LLaMA 1/2); Hugging Face tokenizer.json byte-level
-// BPE (LLaMA 3) is to come.
+// BPE (bpe_tokenizer.h, LLaMA 3).
 //
 // Special-token policy: Encode never produces a special token from text. The string "</s>" in a
 // user's data encodes as the ordinary pieces for those characters; only templates insert special
@@ -10,6 +10,8 @@
 #define HERD_DATASETS_TOKENIZER_H_
 
 #include <cstdint>
+#include <functional>
+#include <map>
 #include <span>
 #include <string>
 #include <string_view>
@@ -53,14 +55,17 @@ absl::StatusOr<TokenizerConfig> ReadTokenizerConfig(const std::string& model_dir
 
 // What a loaded tokenizer says about itself; constant after loading.
 struct TokenizerInfo {
-  std::string kind;        // "sentencepiece"
+  std::string kind;        // "sentencepiece" or "bpe"
   int32_t vocab_size = 0;  // ids are in [0, vocab_size)
   int32_t bos_id = -1;     // -1 when the model has none
   int32_t eos_id = -1;
   // How text right after a template's special token is encoded (see TokenizerConfig::legacy).
   TextStart after_special = TextStart::kContinuation;
   std::string chat_template;  // from tokenizer_config.json; "" when none
-  std::string model_sha256;   // of the vocabulary file (tokenizer.model)
+  std::string model_sha256;   // of the vocabulary file (tokenizer.model or tokenizer.json)
+  // The added special tokens by content (LLaMA 3's <|eot_id|>, <|start_header_id|>, ...), which
+  // only templates insert, as ids. Empty for SentencePiece, whose templates need only BOS/EOS.
+  std::map<std::string, int32_t, std::less<>> special_tokens;
   std::string config_sha256;  // of tokenizer_config.json; "" when absent
 };
 

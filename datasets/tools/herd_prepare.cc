@@ -36,6 +36,12 @@ absl::Status DumpExamples(const std::string& data, const Tokenizer& tokenizer,
       records[0].record.format == RecordFormat::kChat) {
     HERD_ASSIGN_OR_RETURN(eopts.chat_template, DetectChatTemplate(tokenizer.info().chat_template));
   }
+  // How the template text spells BOS/EOS: the BPE tokenizer's special token, else SentencePiece's.
+  std::string bos = "<s>", eos = "</s>";
+  for (const auto& [content, id] : tokenizer.info().special_tokens) {
+    if (id == tokenizer.bos_id()) bos = content;
+    if (id == tokenizer.eos_id()) eos = content;
+  }
   std::ofstream out(out_path, std::ios::binary | std::ios::trunc);
   for (const NumberedRecord& nr : records) {
     nlohmann::ordered_json j = {{"line", nr.line}};
@@ -48,7 +54,7 @@ absl::Status DumpExamples(const std::string& data, const Tokenizer& tokenizer,
     }
     if (nr.record.format == RecordFormat::kChat) {
       absl::StatusOr<std::string> text =
-          RenderChat(nr.record.messages, eopts.chat_template, "<s>", "</s>");
+          RenderChat(nr.record.messages, eopts.chat_template, bos, eos);
       if (text.ok()) j["text"] = *text;
     }
     out << j.dump() << "\n";
@@ -66,7 +72,8 @@ int Main(int argc, char** argv) {
   bool no_packing = false;
   PrepareOptions o;
   app.add_option("--data", data, "JSONL dataset")->required()->check(CLI::ExistingFile);
-  app.add_option("--model", model, "Model directory with tokenizer.model (+ tokenizer_config.json)")
+  app.add_option("--model", model,
+                 "Model directory with tokenizer.model or tokenizer.json (+ tokenizer_config.json)")
       ->required()
       ->check(CLI::ExistingDirectory);
   app.add_option("--out", o.output_path, "Prepared training rows (.safetensors)");
