@@ -1,6 +1,14 @@
-// herd-trainer: the agent process, one per GPU (DESIGN.md §1). Parses its configuration and
-// checks the models it would publish at registration.
+// herd-trainer: the agent process, one per GPU (DESIGN.md §1). Parses its configuration,
+// checks the models it publishes, registers with the coordinator and heartbeats until SIGINT or
+// SIGTERM (registration.h). Running engines for assignments comes next.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <fstream>
 #include <iostream>
+#include <map>
+#include <thread>
 
 #include "CLI/CLI.hpp"
 #include "common/rpc/rpc.h"
@@ -8,6 +16,46 @@
 #include "nlohmann/json.hpp"
 #include "trainer/agent/agent_config.h"
 #include "trainer/agent/model_scan.h"
+#include "trainer/agent/registration.h"
+
+namespace {
+
+// The device this trainer drives, as RegisterTrainer describes it.
+herd::v1::DeviceInfo DescribeDevice(const std::string& device) {
+  herd::v1::DeviceInfo out;
+  if (device.rfind("cuda:", 0) == 0) {
+    // TODO(engine): name and memory from the engine's device probe.
+    out.set_kind(herd::v1::DEVICE_KIND_CUDA);
+    out.set_index(std::stoi(device.substr(5)));
+    out.set_name(device);
+    return out;
+  }
+  out.set_kind(herd::v1::DEVICE_KIND_CPU);
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  for (std::string line; std::getline(cpuinfo, line);) {
+    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
+      out.set_name(line.substr(line.find(':') + 2));
+      break;
+    }
+  }
+  if (out.name().empty()) out.set_name("cpu");
+  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
+  if (pages > 0 && page > 0) out.set_memory_bytes(static_cast<int64_t>(pages) * page);
+  return out;
+}
+
+// "hostname-device" with the device's ':' dropped ("node3-cuda0").
+std::string DefaultName(const std::string& device) {
+  char host[256] = {};
+  if (gethostname(host, sizeof(host) - 1) != 0 || host[0] == '\0') std::snprintf(host, sizeof(host), "trainer");
+  std::string dev;
+  for (char c : device) {
+    if (c != ':') dev.push_back(c);
+  }
+  return std::string(host) + "-" + dev;
+}
+
+}  // namespace
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -17,6 +65,9 @@ int main(int argc, char** argv) {
   std::string config_path;
   herd::agent::AgentConfig flags;
   bool list_models = false;
+  auto* name = app.add_option("--name", flags.name, "Trainer name, unique in the cluster (default: hostname-device)");
+  auto* token_file = app.add_option("--token-file", flags.token_file, "File holding the cluster token")
+                         ->check(CLI::ExistingFile);
   app.add_option("--config", config_path, "trainer.yaml (docs/configuration.md); flags override it")
       ->check(CLI::ExistingFile);
   auto* coordinator = app.add_option("--coordinator", flags.coordinator, "Coordinator gRPC address host:port");
@@ -39,6 +90,9 @@ int main(int argc, char** argv) {
   if (*coordinator) config.coordinator = flags.coordinator;
   if (*models) config.models_dir = flags.models_dir;
   if (*device) config.device = flags.device;
+  if (*name) config.name = flags.name;
+  if (*token_file) config.token_file = flags.token_file;
+  if (config.name.empty()) config.name = DefaultName(config.device);
   if (absl::Status s = config.Validate(); !s.ok()) {
     std::cerr << "herd-trainer: " << s.message() << "\n";
     return 2;
@@ -58,7 +112,16 @@ int main(int argc, char** argv) {
     std::cout << out.dump(2) << "\n";
     return 0;
   }
-  auto channel = herd::rpc::MakeChannel({.target = config.coordinator, .ca_file = config.ca_file});
+  // Block SIGINT/SIGTERM before gRPC starts its threads; one thread waits for them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  // RegisterTrainer requests carry up to 16 MiB of model files (trainers.proto).
+  auto channel = herd::rpc::MakeChannel(
+      {.target = config.coordinator, .ca_file = config.ca_file, .max_message_bytes = herd::agent::kMaxRequestBytes});
   if (!channel.ok()) {
     std::cerr << "herd-trainer: coordinator: " << channel.status().message() << "\n";
     return 2;
@@ -70,7 +133,51 @@ int main(int argc, char** argv) {
   std::cout << "herd-trainer: " << found->size() << " model(s) under " << config.models_dir << ", coordinator at "
             << config.coordinator << " is serving\n";
   if (check) return 0;
-  std::cerr << "herd-trainer: registration with the coordinator is not built yet (cluster issue); "
-               "use --list-models to check this trainer's models\n";
-  return 1;
+
+  if (config.token_file.empty()) {
+    std::cerr << "herd-trainer: no cluster token: set token_file in the config or pass --token-file\n";
+    return 2;
+  }
+  auto token = herd::agent::ReadTokenFile(config.token_file);
+  if (!token.ok()) {
+    std::cerr << "herd-trainer: " << token.status().message() << "\n";
+    return 2;
+  }
+  herd::v1::RegisterTrainerRequest request;
+  request.set_name(config.name);
+  *request.mutable_device() = DescribeDevice(config.device);
+  request.set_agent_version(HERD_VERSION);
+  request.set_engine_version(HERD_VERSION);
+  // TODO(metrics): metrics_address once the agent serves /metrics.
+  std::map<std::string, std::string> model_dirs;
+  for (const auto& m : *found) {
+    std::cout << "herd-trainer: hashing " << m.name << " ..." << std::endl;
+    auto described = herd::agent::DescribeModel(m);
+    if (!described.ok()) {
+      std::cerr << "herd-trainer: " << described.status().message() << "\n";
+      return 2;
+    }
+    *request.add_models() = *std::move(described);
+    model_dirs[m.name] = m.path;
+  }
+
+  absl::Notification stop;
+  std::thread waiter([&signals, &stop] {
+    int signal = 0;
+    sigwait(&signals, &signal);
+    if (!stop.HasBeenNotified()) stop.Notify();
+  });
+  herd::agent::TrainerClient client(*channel, *token, std::move(request), std::move(model_dirs));
+  absl::Status result = herd::agent::RunAgentLoop(client, stop, std::cerr);
+  if (!stop.HasBeenNotified()) {
+    // The loop ended by itself: wake the signal thread so it can be joined.
+    stop.Notify();
+    pthread_kill(waiter.native_handle(), SIGTERM);
+  }
+  waiter.join();
+  if (!result.ok()) {
+    std::cerr << "herd-trainer: the coordinator refused this trainer: " << result << "\n";
+    return 4;
+  }
+  return 0;
 }

@@ -1,0 +1,438 @@
+// herd.v1.TrainerService skin (trainers.proto): auth, convert, call the Scheduler or the
+// RendezvousStore, persist, convert back.
+#include "coordinator/services/trainer_service.h"
+
+#include <algorithm>
+#include <cctype>
+#include <map>
+#include <set>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/log.h"
+#include "common/rpc/rpc.h"
+#include "common/sha256.h"
+#include "common/status.h"
+#include "common/strings.h"
+#include "datasets/examples.h"
+#include "nlohmann/json.hpp"
+
+namespace herd::coordinator::services {
+namespace {
+
+namespace v1 = herd::v1;
+
+constexpr int64_t kMaxRequestBytes = int64_t{16} << 20;  // trainers.proto: 16 MiB
+constexpr int64_t kMaxFileBytes = int64_t{16} << 20;
+
+grpc::Status Grpc(const absl::Status& status) { return rpc::ToGrpc(status); }
+
+// "Bearer <token>", scheme case-insensitive.
+absl::StatusOr<std::string> BearerOf(const grpc::ServerContext& context) {
+  const absl::Status bad = absl::UnauthenticatedError(
+      "missing or malformed token: send `authorization: Bearer <token>` metadata");
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return bad;
+  std::string header(it->second.data(), it->second.size());
+  constexpr std::string_view kScheme = "bearer ";
+  if (header.size() <= kScheme.size()) return bad;
+  for (size_t i = 0; i < kScheme.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return bad;
+  }
+  std::string token = header.substr(kScheme.size());
+  while (!token.empty() && token.front() == ' ') token.erase(token.begin());
+  if (token.empty()) return bad;
+  return token;
+}
+
+void ToProto(absl::Duration d, google::protobuf::Duration* out) {
+  const int64_t nanos = absl::ToInt64Nanoseconds(d);
+  out->set_seconds(nanos / 1'000'000'000);
+  out->set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
+}
+
+void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
+  const int64_t nanos = absl::ToUnixNanos(t);
+  int64_t seconds = nanos / 1'000'000'000;
+  int64_t rem = nanos % 1'000'000'000;
+  if (rem < 0) {
+    rem += 1'000'000'000;
+    --seconds;
+  }
+  out->set_seconds(seconds);
+  out->set_nanos(static_cast<int32_t>(rem));
+}
+
+DeviceKind FromProto(v1::DeviceKind kind) {
+  switch (kind) {
+    case v1::DEVICE_KIND_CPU: return DeviceKind::kCpu;
+    case v1::DEVICE_KIND_CUDA: return DeviceKind::kCuda;
+    default: return DeviceKind::kUnspecified;
+  }
+}
+
+v1::DeviceKind ToProto(DeviceKind kind) {
+  switch (kind) {
+    case DeviceKind::kCpu: return v1::DEVICE_KIND_CPU;
+    case DeviceKind::kCuda: return v1::DEVICE_KIND_CUDA;
+    default: return v1::DEVICE_KIND_UNSPECIFIED;
+  }
+}
+
+AssignmentRef FromProto(const v1::AssignmentRef& ref) {
+  return AssignmentRef{.job_id = ref.job_id(), .generation = ref.generation(), .rank = ref.rank()};
+}
+
+void ToProto(const AssignmentRef& ref, v1::AssignmentRef* out) {
+  out->set_job_id(ref.job_id);
+  out->set_generation(ref.generation);
+  out->set_rank(ref.rank);
+}
+
+absl::StatusOr<AssignmentPhase> FromProto(v1::AssignmentPhase phase) {
+  switch (phase) {
+    case v1::ASSIGNMENT_PHASE_PREPARING: return AssignmentPhase::kPreparing;
+    case v1::ASSIGNMENT_PHASE_RENDEZVOUS: return AssignmentPhase::kRendezvous;
+    case v1::ASSIGNMENT_PHASE_TRAINING: return AssignmentPhase::kTraining;
+    case v1::ASSIGNMENT_PHASE_FINISHING: return AssignmentPhase::kFinishing;
+    default: return absl::InvalidArgumentError("assignments[].phase is UNSPECIFIED");
+  }
+}
+
+// The scheduling part of an assignment. TODO(jobs): the job's spec, data blobs, schedule and
+// resume checkpoint come from the JobStore once preparation records them.
+void ToProto(const Assignment& a, v1::Assignment* out) {
+  ToProto(a.ref, out->mutable_ref());
+  out->set_world_size(a.world_size);
+  out->set_base_model(a.base_model);
+  out->set_weights_sha256(a.weights_sha256);
+  out->set_grad_accum_steps(static_cast<int32_t>(a.grad_accum_steps));
+  out->set_device_kind(ToProto(a.device_kind));
+  ToProto(a.create_time, out->mutable_create_time());
+}
+
+int JsonInt(const nlohmann::json& j, const char* key, int fallback = 0) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number_integer() ? it->get<int>() : fallback;
+}
+
+// The shape of a model from its config.json (cluster.proto ModelConfigSummary).
+absl::StatusOr<ModelConfigSummary> ParseModelConfig(const std::string& model, const std::string& text) {
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) {
+    return absl::InvalidArgumentError(StrCat("models[", model, "]: config.json is not a JSON object"));
+  }
+  ModelConfigSummary c;
+  if (auto it = j.find("architectures"); it != j.end() && it->is_array() && !it->empty() &&
+                                         (*it)[0].is_string()) {
+    c.architecture = (*it)[0].get<std::string>();
+  }
+  c.num_layers = JsonInt(j, "num_hidden_layers");
+  c.hidden_size = JsonInt(j, "hidden_size");
+  c.intermediate_size = JsonInt(j, "intermediate_size");
+  c.num_attention_heads = JsonInt(j, "num_attention_heads");
+  c.num_key_value_heads = JsonInt(j, "num_key_value_heads", c.num_attention_heads);
+  c.head_dim = JsonInt(j, "head_dim", c.num_attention_heads > 0 ? c.hidden_size / c.num_attention_heads : 0);
+  c.vocab_size = JsonInt(j, "vocab_size");
+  c.max_position_embeddings = JsonInt(j, "max_position_embeddings");
+  auto number = [](const nlohmann::json& o, const char* key) -> double {
+    auto it = o.find(key);
+    return it != o.end() && it->is_number() ? it->get<double>() : 0.0;
+  };
+  c.rope_theta = number(j, "rope_theta");
+  if (auto it = j.find("rope_parameters"); c.rope_theta == 0 && it != j.end() && it->is_object()) {
+    c.rope_theta = number(*it, "rope_theta");
+  }
+  if (c.rope_theta == 0) c.rope_theta = 10000.0;  // the LLaMA default when absent
+  if (auto it = j.find("tie_word_embeddings"); it != j.end() && it->is_boolean()) {
+    c.tie_word_embeddings = it->get<bool>();
+  }
+  if (c.num_layers <= 0 || c.hidden_size <= 0 || c.num_attention_heads <= 0 || c.vocab_size <= 0) {
+    return absl::InvalidArgumentError(StrCat(
+        "models[", model,
+        "]: config.json lacks num_hidden_layers, hidden_size, num_attention_heads or vocab_size"));
+  }
+  return c;
+}
+
+// "llama2" | "llama3" | "" from tokenizer_config.json's chat_template (a string, or a list of
+// {name, template} whose "default" entry counts).
+std::string DetectTemplate(const std::string& tokenizer_config) {
+  nlohmann::json j = nlohmann::json::parse(tokenizer_config, nullptr, false);
+  if (!j.is_object()) return "";
+  auto it = j.find("chat_template");
+  if (it == j.end()) return "";
+  std::string jinja;
+  if (it->is_string()) {
+    jinja = it->get<std::string>();
+  } else if (it->is_array()) {
+    for (const auto& entry : *it) {
+      if (entry.is_object() && entry.value("name", "") == "default" && entry.contains("template") &&
+          entry["template"].is_string()) {
+        jinja = entry["template"].get<std::string>();
+      }
+    }
+  }
+  auto detected = datasets::DetectChatTemplate(jinja);
+  if (!detected.ok()) return "";
+  switch (*detected) {
+    case datasets::ChatTemplate::kLlama2: return "llama2";
+    case datasets::ChatTemplate::kLlama3: return "llama3";
+    default: return "";
+  }
+}
+
+std::string_view StateWord(TrainerState state) {
+  switch (state) {
+    case TrainerState::kIdle: return "IDLE";
+    case TrainerState::kBusy: return "BUSY";
+    case TrainerState::kLost: return "LOST";
+  }
+  return "LOST";
+}
+
+// The scheduler has already acted when a write of its outcome fails: the caller retries (the
+// registry resends assignments; a registration retried meets ALREADY_EXISTS until the lease
+// runs out). Never a code that tells the agent to give up.
+absl::Status Unrecorded(std::string_view what, const absl::Status& status) {
+  HERD_LOG(Error) << "could not record " << what << ": " << status;
+  return absl::UnavailableError(StrCat("could not record ", what, ": ", status.message(), "; retry"));
+}
+
+}  // namespace
+
+absl::StatusOr<store::Principal> AuthenticateCaller(const grpc::ServerContext& context,
+                                                    const store::TokenStore& tokens, bool cluster_only) {
+  HERD_ASSIGN_OR_RETURN(std::string token, BearerOf(context));
+  HERD_ASSIGN_OR_RETURN(store::Principal principal, tokens.Authenticate(token));
+  if (cluster_only && principal.kind != store::TokenKind::kCluster) {
+    return absl::PermissionDeniedError("TrainerService takes the cluster token, not a user token");
+  }
+  return principal;
+}
+
+absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& events) {
+  absl::Status first;
+  auto note = [&first](const absl::Status& s) {
+    if (!s.ok() && first.ok()) first = s;
+  };
+  for (const LostTrainer& lost : events.lost) {
+    // The store makes its own ids (not TrainerIdForName), so find the row by name.
+    auto record = store.trainers().GetByName(lost.name);
+    if (!record.ok()) {
+      note(record.status());
+      continue;
+    }
+    note(store.trainers().SetState(record->id, "LOST", lost.last_heartbeat_time));
+  }
+  for (const WorldStarted& started : events.started) {
+    store::WorldInfo world;
+    world.generation = started.generation;
+    world.trainer_ids = started.trainer_ids;
+    world.message = StrCat("generation ", started.generation, " formed on ", started.trainer_ids.size(), " ",
+                           DeviceKindName(started.device_kind), " trainer(s)");
+    note(store.jobs().FormWorld(started.job_id, world).status());
+  }
+  for (const JobEnded& ended : events.ended) {
+    if (ended.end == JobEnd::kSucceeded) continue;  // Finish's caller has written it
+    store::TransitionInfo info;
+    info.message = ended.reason;
+    if (ended.end == JobEnd::kCancelled) {
+      info.failure = store::Failure{.code = "CANCELLED", .message = ended.reason};
+      note(store.jobs().Transition(ended.job_id, store::JobState::kCancelled, info).status());
+    } else {
+      info.failure = store::Failure{.code = ended.trainer_fault ? "UNAVAILABLE" : "ABORTED", .message = ended.reason};
+      note(store.jobs().Transition(ended.job_id, store::JobState::kFailed, info).status());
+    }
+  }
+  return first;
+}
+
+void RunSchedulerTicks(Scheduler& scheduler, store::Store& store, absl::Notification& stop, absl::Duration period) {
+  while (!stop.WaitForNotificationWithTimeout(period)) {
+    SchedulerEvents events = scheduler.Tick();
+    if (events.empty()) continue;
+    for (const LostTrainer& lost : events.lost) HERD_LOG(Warning) << "trainer " << lost.name << " lost";
+    if (absl::Status s = PersistSchedulerEvents(store, events); !s.ok()) {
+      HERD_LOG(Error) << "could not record scheduler events: " << s;
+    }
+  }
+}
+
+absl::Status TrainerService::Register(const v1::RegisterTrainerRequest& request,
+                                      v1::RegisterTrainerResponse& response) {
+  if (static_cast<int64_t>(request.ByteSizeLong()) > kMaxRequestBytes) {
+    return absl::ResourceExhaustedError("RegisterTrainer request is over 16 MiB: send fewer file contents per request");
+  }
+  if (request.models_size() > 64) {
+    return absl::ResourceExhaustedError(StrCat("models: ", request.models_size(), " models, at most 64"));
+  }
+  const store::BlobStore& blobs = store_->blobs();
+  // Store the contents sent; list the ones still missing.
+  std::set<std::string> missing;
+  for (const v1::ModelRegistration& model : request.models()) {
+    if (model.files_size() > 32) {
+      return absl::ResourceExhaustedError(
+          StrCat("models[", model.name(), "]: ", model.files_size(), " files, at most 32"));
+    }
+    for (const v1::ModelFile& file : model.files()) {
+      const std::string where = StrCat("models[", model.name(), "].files[", file.name(), "]");
+      if (file.size_bytes() < 0 || file.size_bytes() > kMaxFileBytes) {
+        return file.size_bytes() < 0 ? absl::InvalidArgumentError(StrCat(where, ": negative size"))
+                                     : absl::ResourceExhaustedError(StrCat(where, ": over 16 MiB"));
+      }
+      if (file.has_content()) {
+        if (static_cast<int64_t>(file.content().size()) != file.size_bytes() ||
+            Sha256Hex(file.content()) != file.sha256()) {
+          return absl::InvalidArgumentError(StrCat(where, ": content does not match its size_bytes and sha256"));
+        }
+        HERD_RETURN_IF_ERROR(blobs.Put(file.content()).status());
+      } else if (!blobs.Has(file.sha256())) {
+        missing.insert(file.sha256());
+      }
+    }
+  }
+  if (!missing.empty()) {
+    for (const std::string& sha : missing) response.add_missing_file_sha256(sha);
+    return absl::OkStatus();
+  }
+
+  TrainerRegistration reg;
+  reg.name = request.name();
+  reg.device_kind = FromProto(request.device().kind());
+  reg.device_name = request.device().name();
+  reg.device_index = request.device().index();
+  reg.device_memory_bytes = request.device().memory_bytes();
+  reg.metrics_address = request.metrics_address();
+  reg.agent_version = request.agent_version();
+  reg.engine_version = request.engine_version();
+  std::vector<store::ModelRecord> records;
+  for (const v1::ModelRegistration& model : request.models()) {
+    HeldModel held;
+    held.name = model.name();
+    held.weights_sha256 = model.weights_sha256();
+    held.weights_size_bytes = model.weights_size_bytes();
+    store::ModelRecord record;
+    record.name = model.name();
+    record.weights_sha256 = model.weights_sha256();
+    record.weights_size_bytes = model.weights_size_bytes();
+    for (const v1::ModelFile& file : model.files()) {
+      held.files[file.name()] = file.sha256();
+      record.files.push_back({.name = file.name(), .blob = {.sha256 = file.sha256(), .size_bytes = file.size_bytes()}});
+    }
+    // Validate() names a missing config.json or tokenizer; parse what is there.
+    if (auto it = held.files.find("config.json"); it != held.files.end()) {
+      HERD_ASSIGN_OR_RETURN(std::string text, blobs.Read(it->second));
+      HERD_ASSIGN_OR_RETURN(held.config, ParseModelConfig(model.name(), text));
+    }
+    held.tokenizer = held.files.count("tokenizer.json") ? "bpe" : "sentencepiece";
+    if (auto it = held.files.find("tokenizer_config.json"); it != held.files.end()) {
+      HERD_ASSIGN_OR_RETURN(std::string text, blobs.Read(it->second));
+      held.chat_template = DetectTemplate(text);
+    }
+    reg.models.push_back(std::move(held));
+    records.push_back(std::move(record));
+  }
+
+  // TODO(jobs): pass the base models of VALIDATING jobs (not yet in the scheduler) as
+  // extra_models_in_use, so their files cannot change under preparation.
+  HERD_ASSIGN_OR_RETURN(RegisterTrainerResult result, scheduler_->RegisterTrainer(reg));
+  const RegisterResult& r = result.registration;
+
+  // Persist: the models (the registry has accepted any change), the trainer, then the events.
+  for (const store::ModelRecord& record : records) {
+    if (auto put = store_->trainers().PutModel(record, /*replace=*/true); !put.ok()) {
+      return Unrecorded(StrCat("model ", record.name), put.status());
+    }
+  }
+  store::TrainerRecord trainer;
+  trainer.name = reg.name;
+  trainer.state = std::string(StateWord(r.trainer.state));
+  trainer.device = {.kind = reg.device_kind == DeviceKind::kCuda ? "CUDA" : "CPU",
+                    .name = reg.device_name,
+                    .index = reg.device_index,
+                    .memory_bytes = reg.device_memory_bytes};
+  trainer.metrics_address = reg.metrics_address;
+  trainer.agent_version = reg.agent_version;
+  trainer.engine_version = reg.engine_version;
+  for (const HeldModel& m : reg.models) trainer.models.push_back(m.name);
+  if (auto put = store_->trainers().Register(trainer); !put.ok()) {
+    return Unrecorded(StrCat("trainer ", trainer.name), put.status());
+  }
+  if (absl::Status s = PersistSchedulerEvents(*store_, result.events); !s.ok()) {
+    return Unrecorded("scheduler events", s);
+  }
+
+  response.set_trainer_id(r.trainer_id);
+  response.set_session_id(r.session_id);
+  ToProto(r.heartbeat_interval, response.mutable_heartbeat_interval());
+  ToProto(r.lease, response.mutable_lease_duration());
+  return absl::OkStatus();
+}
+
+grpc::Status TrainerService::RegisterTrainer(grpc::ServerContext* context,
+                                             const v1::RegisterTrainerRequest* request,
+                                             v1::RegisterTrainerResponse* response) {
+  if (auto p = AuthenticateCaller(*context, store_->tokens(), true); !p.ok()) return Grpc(p.status());
+  return Grpc(Register(*request, *response));
+}
+
+grpc::Status TrainerService::Heartbeat(grpc::ServerContext* context, const v1::HeartbeatRequest* request,
+                                       v1::HeartbeatResponse* response) {
+  if (auto p = AuthenticateCaller(*context, store_->tokens(), true); !p.ok()) return Grpc(p.status());
+  std::vector<AssignmentStatus> statuses;
+  for (const v1::AssignmentStatus& s : request->assignments()) {
+    auto phase = FromProto(s.phase());
+    if (!phase.ok()) return Grpc(phase.status());
+    statuses.push_back({.ref = FromProto(s.ref()), .phase = *phase, .step = s.step()});
+  }
+  auto result = scheduler_->Heartbeat(request->trainer_id(), request->session_id(), statuses);
+  if (!result.ok()) return Grpc(result.status());
+  if (absl::Status s = PersistSchedulerEvents(*store_, result->events); !s.ok()) {
+    return Grpc(Unrecorded("scheduler events", s));
+  }
+  for (const Cancellation& c : result->reply.cancellations) {
+    v1::Cancellation* out = response->add_cancellations();
+    ToProto(c.ref, out->mutable_ref());
+    out->set_reason(c.reason);
+  }
+  for (const Assignment& a : result->reply.assignments) ToProto(a, response->add_assignments());
+  ToProto(result->reply.heartbeat_interval, response->mutable_heartbeat_interval());
+  return grpc::Status::OK;
+}
+
+grpc::Status TrainerService::PutRendezvousValue(grpc::ServerContext* context,
+                                                const v1::PutRendezvousValueRequest* request,
+                                                google::protobuf::Empty* /*response*/) {
+  if (auto p = AuthenticateCaller(*context, store_->tokens(), true); !p.ok()) return Grpc(p.status());
+  const AssignmentRef ref = FromProto(request->ref());
+  if (absl::Status s = scheduler_->CheckAssignment(request->trainer_id(), ref); !s.ok()) return Grpc(s);
+  // TODO(restart): write the value through to the store (trainers.proto: values survive a
+  // coordinator restart); the store has no rendezvous table yet.
+  return Grpc(rendezvous_->Put(ref.job_id, ref.generation, request->key(), request->value()).status());
+}
+
+grpc::Status TrainerService::GetRendezvousValue(grpc::ServerContext* context,
+                                                const v1::GetRendezvousValueRequest* request,
+                                                v1::GetRendezvousValueResponse* response) {
+  if (auto p = AuthenticateCaller(*context, store_->tokens(), true); !p.ok()) return Grpc(p.status());
+  const AssignmentRef ref = FromProto(request->ref());
+  if (absl::Status s = scheduler_->CheckAssignment(request->trainer_id(), ref); !s.ok()) return Grpc(s);
+  absl::Duration wait = absl::Seconds(request->wait().seconds()) + absl::Nanoseconds(request->wait().nanos());
+  // Wait no longer than the caller will (the store's wait cannot see a cancelled call).
+  const absl::Duration left = absl::FromChrono(context->deadline()) - absl::Now();
+  if (wait > absl::ZeroDuration() && wait <= absl::Seconds(60) && left < wait) {
+    wait = std::max(left, absl::ZeroDuration());
+    if (wait == absl::ZeroDuration()) return Grpc(absl::DeadlineExceededError("the call's deadline has passed"));
+  }
+  auto value = rendezvous_->Get(ref.job_id, ref.generation, request->key(), wait);
+  if (!value.ok()) return Grpc(value.status());
+  response->set_value(*value);
+  return grpc::Status::OK;
+}
+
+}  // namespace herd::coordinator::services
