@@ -7,6 +7,7 @@
 
 #include "CLI/CLI.hpp"
 #include "cli/client_config.h"
+#include "cli/cluster_commands.h"
 #include "cli/datasets_commands.h"
 #include "cli/exit_codes.h"
 #include "common/rpc/rpc.h"
@@ -126,6 +127,13 @@ int main(int argc, char** argv) {
   CLI::App* ds_delete = datasets->add_subcommand("delete", "Delete a dataset");
   ds_delete->add_option("ID", ds_id, "Dataset id (ds_...)")->required();
 
+  CLI::App* trainers = app.add_subcommand("trainers", "Trainer agents registered with the coordinator");
+  trainers->require_subcommand(1);
+  CLI::App* trainers_list = trainers->add_subcommand("list", "List trainers: state, models, current job");
+  CLI::App* models = app.add_subcommand("models", "Base models the trainers hold");
+  models->require_subcommand(1);
+  CLI::App* models_list = models->add_subcommand("list", "List models and how many trainers hold each");
+
   CLI::App* jobs = app.add_subcommand("jobs", "Jobs: check job files");
   jobs->require_subcommand(1);
   CLI::App* job_validate = jobs->add_subcommand("validate", "Check a job file and print it with every default filled in");
@@ -154,6 +162,8 @@ int main(int argc, char** argv) {
   if (*ds_list) return herd::cli::ListDatasets(*client, json);
   if (*ds_get) return herd::cli::GetDataset(*client, ds_id, json);
   if (*ds_delete) return herd::cli::DeleteDataset(*client, ds_id);
+  if (*trainers_list) return herd::cli::ListTrainers(*client, json);
+  if (*models_list) return herd::cli::ListModels(*client, json);
   if (*show_config) {
     std::cout << "endpoint: " << client->endpoint << "  (from " << client->source << ")\ntoken: "
               << (client->token.empty() ? "(none)" : "(set)") << "\n";

@@ -10,7 +10,6 @@
 #include <memory>
 #include <thread>
 
-#include <google/protobuf/util/json_util.h>
 #include <grpcpp/grpcpp.h>
 
 #include "absl/time/time.h"
@@ -19,23 +18,20 @@
 #include "common/sha256.h"
 #include "common/strings.h"
 #include "datasets/records.h"
+#include "cli/call.h"
 #include "herd/v1/datasets.grpc.pb.h"
 
 namespace herd::cli {
 namespace {
 
 constexpr int64_t kChunkBytes = int64_t{1} << 20;  // common.proto: at most 1 MiB per chunk
-constexpr absl::Duration kCallDeadline = absl::Seconds(30);
 
 // A connected stub plus what every call carries.
 struct Client {
   ClientConfig config;
   std::unique_ptr<herd::v1::DatasetService::Stub> stub;
 
-  void Prepare(grpc::ClientContext* context, absl::Duration deadline) const {
-    context->set_deadline(std::chrono::system_clock::now() + absl::ToChronoSeconds(deadline));
-    if (!config.token.empty()) context->AddMetadata("authorization", "Bearer " + config.token);
-  }
+  void Prepare(grpc::ClientContext* context, absl::Duration deadline) const { PrepareCall(config, context, deadline); }
 };
 
 absl::StatusOr<Client> Connect(const ClientConfig& config) {
@@ -44,27 +40,11 @@ absl::StatusOr<Client> Connect(const ClientConfig& config) {
   return Client{config, herd::v1::DatasetService::NewStub(*channel)};
 }
 
-// Prints a failed call and returns its exit code.
 int Fail(const Client* client, const absl::Status& status) {
-  std::cerr << "herd: " << status.message();
-  if (client && (status.code() == absl::StatusCode::kUnavailable ||
-                 status.code() == absl::StatusCode::kDeadlineExceeded)) {
-    std::cerr << " (coordinator " << client->config.endpoint << " from " << client->config.source << ")";
-  }
-  if (client && status.code() == absl::StatusCode::kUnauthenticated && client->config.token.empty()) {
-    std::cerr << " (no token: pass --token or set HERD_TOKEN)";
-  }
-  std::cerr << "\n";
-  return ExitCodeFor(status);
+  return FailCall(client ? &client->config : nullptr, status);
 }
 
-std::string ToJson(const google::protobuf::Message& message) {
-  google::protobuf::util::JsonPrintOptions options;
-  options.preserve_proto_field_names = true;
-  std::string out;
-  (void)google::protobuf::util::MessageToJsonString(message, &out, options);
-  return out;
-}
+std::string ToJson(const google::protobuf::Message& message) { return MessageToJson(message); }
 
 std::string FormatName(herd::v1::RecordFormat format) {
   if (format == herd::v1::RECORD_FORMAT_UNSPECIFIED) return "-";

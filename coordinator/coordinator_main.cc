@@ -15,13 +15,20 @@
 #include "coordinator/coordinator_config.h"
 #include "coordinator/dataset_uploads.h"
 #include "coordinator/housekeeper.h"
+#include "absl/synchronization/notification.h"
+#include "coordinator/registry.h"
+#include "coordinator/rendezvous.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/services/cluster_service.h"
 #include "coordinator/services/dataset_service.h"
+#include "coordinator/services/trainer_service.h"
 #include "coordinator/store/store.h"
 
 namespace {
 
-// Prints a new user token of `tenant` (made if needed) once, on stdout.
-int CreateToken(const std::string& data_dir, const std::string& tenant, const std::string& label) {
+// Prints a new token once, on stdout: a user token of `tenant` (made if needed), or with
+// `cluster` the token trainers present.
+int CreateToken(const std::string& data_dir, const std::string& tenant, const std::string& label, bool cluster) {
   auto store = herd::coordinator::store::Store::Open({.data_dir = data_dir});
   if (!store.ok()) {
     std::cerr << "herd-coordinator: " << store.status().message()
@@ -29,6 +36,20 @@ int CreateToken(const std::string& data_dir, const std::string& tenant, const st
                       ? " (stop the coordinator to create tokens)"
                       : "")
               << "\n";
+    return 1;
+  }
+  if (cluster) {
+    auto token = (*store)->tokens().CreateClusterToken(label);
+    if (!token.ok()) {
+      std::cerr << "herd-coordinator: " << token.status().message() << "\n";
+      return 1;
+    }
+    std::cout << token->token << "\n";
+    std::cerr << "cluster token " << token->info.id << " for trainers (shown once; store it now)\n";
+    return 0;
+  }
+  if (tenant.empty()) {
+    std::cerr << "herd-coordinator: token create needs --tenant NAME (or --cluster)\n";
     return 1;
   }
   if (absl::Status s = (*store)->tokens().EnsureTenant(tenant); !s.ok()) {
@@ -64,11 +85,13 @@ int main(int argc, char** argv) {
   CLI::App* token_create = token->add_subcommand("create", "Print a new user token of a tenant, made if needed");
   token->require_subcommand(1);
   std::string token_tenant, token_label, token_data_dir = herd::coordinator::CoordinatorConfig{}.data_dir;
-  token_create->add_option("--tenant", token_tenant, "Tenant the token belongs to")->required();
+  bool token_cluster = false;
+  token_create->add_option("--tenant", token_tenant, "Tenant the token belongs to");
+  token_create->add_flag("--cluster", token_cluster, "A cluster token for herd-trainer agents instead of a user token");
   token_create->add_option("--data-dir", token_data_dir, "The coordinator's data folder");
   token_create->add_option("--label", token_label, "Note kept with the token (who it is for)");
   CLI11_PARSE(app, argc, argv);
-  if (*token_create) return CreateToken(token_data_dir, token_tenant, token_label);
+  if (*token_create) return CreateToken(token_data_dir, token_tenant, token_label, token_cluster);
 
   herd::coordinator::CoordinatorConfig config;
   if (!config_path.empty()) {
@@ -122,16 +145,41 @@ int main(int argc, char** argv) {
   housekeeper.Start();
   herd::coordinator::DatasetUploads dataset_uploads(store->get());
   herd::coordinator::services::DatasetService dataset_service(&dataset_uploads, &(*store)->tokens());
-  auto server = herd::rpc::StartServer(server_options, {&dataset_service});
+  auto registry = herd::coordinator::TrainerRegistry::Create(
+      {.heartbeat_interval = absl::Seconds(config.heartbeat_seconds),
+       .lease = absl::Seconds(config.trainer_lease_seconds)},
+      herd::coordinator::Clock::Real());
+  auto rendezvous = herd::coordinator::RendezvousStore::Create();
+  if (!registry.ok() || !rendezvous.ok()) {
+    std::cerr << "herd-coordinator: " << (registry.ok() ? rendezvous.status() : registry.status()).message() << "\n";
+    return 1;
+  }
+  auto scheduler = herd::coordinator::Scheduler::Create({}, registry->get(), rendezvous->get(),
+                                                        herd::coordinator::Clock::Real());
+  if (!scheduler.ok()) {
+    std::cerr << "herd-coordinator: " << scheduler.status().message() << "\n";
+    return 1;
+  }
+  herd::coordinator::services::TrainerService trainer_service(store->get(), scheduler->get(), rendezvous->get());
+  herd::coordinator::services::ClusterService cluster_service(store->get(), scheduler->get(), registry->get());
+  absl::Notification stop_ticks;
+  std::thread ticker([&] { herd::coordinator::services::RunSchedulerTicks(**scheduler, **store, stop_ticks); });
+  server_options.max_message_bytes = (16 << 20) + (1 << 20);  // RegisterTrainer carries up to 16 MiB of files
+  auto server = herd::rpc::StartServer(server_options, {&dataset_service, &trainer_service, &cluster_service});
   if (!server.ok()) {
     std::cerr << "herd-coordinator: " << server.status().message() << "\n";
+    stop_ticks.Notify();
+    ticker.join();
     return 1;
   }
   HERD_LOG(Info) << "serving on port " << server->port << ", data in " << config.data_dir;
   int sig = 0;
   sigwait(&stop, &sig);
   HERD_LOG(Info) << "signal " << sig << ": shutting down";
+  (*rendezvous)->Shutdown();  // wakes waiting rendezvous gets so the server can drain
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  stop_ticks.Notify();
+  ticker.join();
   housekeeper.Stop();
   return 0;
 }
