@@ -29,8 +29,8 @@ absl::StatusOr<std::string> ParseBearer(std::string_view header) {
   return std::string(token);
 }
 
-absl::StatusOr<std::string> AuthenticateUser(const grpc::ServerContext& context,
-                                             const store::TokenStore& tokens) {
+absl::StatusOr<store::Principal> AuthenticateCall(const grpc::ServerContext& context,
+                                                  const store::TokenStore& tokens) {
   const auto& metadata = context.client_metadata();
   auto it = metadata.find("authorization");
   if (it == metadata.end()) return absl::UnauthenticatedError(kMissing);
@@ -42,10 +42,16 @@ absl::StatusOr<std::string> AuthenticateUser(const grpc::ServerContext& context,
     if (principal.status().code() != absl::StatusCode::kUnauthenticated) return principal.status();
     return absl::UnauthenticatedError(kMissing);
   }
-  if (principal->kind != store::TokenKind::kUser) {
+  return principal;
+}
+
+absl::StatusOr<std::string> AuthenticateUser(const grpc::ServerContext& context,
+                                             const store::TokenStore& tokens) {
+  HERD_ASSIGN_OR_RETURN(store::Principal principal, AuthenticateCall(context, tokens));
+  if (principal.kind != store::TokenKind::kUser) {
     return absl::PermissionDeniedError("this service takes a user token, not the cluster token");
   }
-  return principal->tenant;
+  return principal.tenant;
 }
 
 }  // namespace herd::coordinator::services

@@ -17,6 +17,11 @@ namespace herd::coordinator::services {
 // UNAUTHENTICATED when it is not of that form.
 absl::StatusOr<std::string> ParseBearer(std::string_view header);
 
+// Who the call's token belongs to, of either kind. UNAUTHENTICATED for a missing, malformed,
+// unknown or revoked token (one message for all); UNAVAILABLE when the store cannot answer.
+absl::StatusOr<store::Principal> AuthenticateCall(const grpc::ServerContext& context,
+                                                  const store::TokenStore& tokens);
+
 // The tenant of the user token the call carries. UNAUTHENTICATED for a missing, malformed,
 // unknown or revoked token (one message for all); PERMISSION_DENIED for the cluster token.
 absl::StatusOr<std::string> AuthenticateUser(const grpc::ServerContext& context,

@@ -10,6 +10,7 @@
 #include "common/rpc/rpc.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "coordinator/services/convert.h"
 #include "coordinator/services/trainer_service.h"
 
 namespace herd::coordinator::services {
@@ -19,17 +20,6 @@ namespace v1 = herd::v1;
 
 grpc::Status Grpc(const absl::Status& status) { return rpc::ToGrpc(status); }
 
-void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
-  const int64_t nanos = absl::ToUnixNanos(t);
-  int64_t seconds = nanos / 1'000'000'000;
-  int64_t rem = nanos % 1'000'000'000;
-  if (rem < 0) {
-    rem += 1'000'000'000;
-    --seconds;
-  }
-  out->set_seconds(seconds);
-  out->set_nanos(static_cast<int32_t>(rem));
-}
 
 v1::TrainerState ToProto(TrainerState s) {
   switch (s) {
@@ -124,8 +114,8 @@ grpc::Status ClusterService::ListTrainers(grpc::ServerContext* context, const v1
     for (const HeldModel& m : t.registration.models) out->add_models(m.name);
     out->set_agent_version(t.registration.agent_version);
     out->set_engine_version(t.registration.engine_version);
-    ToProto(t.register_time, out->mutable_register_time());
-    ToProto(t.last_heartbeat_time, out->mutable_last_heartbeat_time());
+    ToTimestamp(t.register_time, out->mutable_register_time());
+    ToTimestamp(t.last_heartbeat_time, out->mutable_last_heartbeat_time());
     if (t.assignment.has_value()) {
       const std::string& job_id = t.assignment->job_id;
       bool visible = cluster;
@@ -190,7 +180,7 @@ grpc::Status ClusterService::ListModels(grpc::ServerContext* context, const v1::
     out->set_chat_template(m.model.chat_template == "llama2"   ? v1::CHAT_TEMPLATE_LLAMA2
                            : m.model.chat_template == "llama3" ? v1::CHAT_TEMPLATE_LLAMA3
                                                                : v1::CHAT_TEMPLATE_UNSPECIFIED);
-    ToProto(m.create_time, out->mutable_create_time());
+    ToTimestamp(m.create_time, out->mutable_create_time());
   }
   return grpc::Status::OK;
 }
@@ -202,7 +192,7 @@ grpc::Status ClusterService::GetClusterInfo(grpc::ServerContext* context,
   if (!principal.ok()) return Grpc(principal.status());
   response->set_server_version(HERD_VERSION);
   response->set_api_version("herd.v1");
-  ToProto(start_time_, response->mutable_start_time());
+  ToTimestamp(start_time_, response->mutable_start_time());
   std::map<TrainerState, int64_t> counts = {
       {TrainerState::kIdle, 0}, {TrainerState::kBusy, 0}, {TrainerState::kLost, 0}};
   for (const TrainerInfo& t : registry_->ListTrainers()) ++counts[t.state];

@@ -10,6 +10,7 @@
 #include "common/rpc/rpc.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "coordinator/services/convert.h"
 #include "coordinator/services/auth.h"
 #include "datasets/records.h"
 
@@ -22,17 +23,6 @@ using herd::rpc::ToGrpc;
 // makes the client send again.
 constexpr int64_t kCommitEveryBytes = int64_t{8} << 20;
 
-void ToTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
-  const int64_t nanos = absl::ToUnixNanos(t);
-  int64_t seconds = nanos / 1'000'000'000;
-  int64_t rest = nanos % 1'000'000'000;
-  if (rest < 0) {
-    rest += 1'000'000'000;
-    --seconds;
-  }
-  out->set_seconds(seconds);
-  out->set_nanos(static_cast<int32_t>(rest));
-}
 
 // herd.v1.RecordFormat <-> the store's format names ("" = detect). The enum values are the
 // datasets::RecordFormat ones plus one.

@@ -17,6 +17,8 @@
 #include "common/sha256.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "coordinator/services/auth.h"
+#include "coordinator/services/convert.h"
 #include "datasets/examples.h"
 #include "nlohmann/json.hpp"
 
@@ -30,42 +32,7 @@ constexpr int64_t kMaxFileBytes = int64_t{16} << 20;
 
 grpc::Status Grpc(const absl::Status& status) { return rpc::ToGrpc(status); }
 
-// "Bearer <token>", scheme case-insensitive.
-absl::StatusOr<std::string> BearerOf(const grpc::ServerContext& context) {
-  const absl::Status bad = absl::UnauthenticatedError(
-      "missing or malformed token: send `authorization: Bearer <token>` metadata");
-  const auto& metadata = context.client_metadata();
-  auto it = metadata.find("authorization");
-  if (it == metadata.end()) return bad;
-  std::string header(it->second.data(), it->second.size());
-  constexpr std::string_view kScheme = "bearer ";
-  if (header.size() <= kScheme.size()) return bad;
-  for (size_t i = 0; i < kScheme.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(header[i])) != kScheme[i]) return bad;
-  }
-  std::string token = header.substr(kScheme.size());
-  while (!token.empty() && token.front() == ' ') token.erase(token.begin());
-  if (token.empty()) return bad;
-  return token;
-}
 
-void ToProto(absl::Duration d, google::protobuf::Duration* out) {
-  const int64_t nanos = absl::ToInt64Nanoseconds(d);
-  out->set_seconds(nanos / 1'000'000'000);
-  out->set_nanos(static_cast<int32_t>(nanos % 1'000'000'000));
-}
-
-void ToProto(absl::Time t, google::protobuf::Timestamp* out) {
-  const int64_t nanos = absl::ToUnixNanos(t);
-  int64_t seconds = nanos / 1'000'000'000;
-  int64_t rem = nanos % 1'000'000'000;
-  if (rem < 0) {
-    rem += 1'000'000'000;
-    --seconds;
-  }
-  out->set_seconds(seconds);
-  out->set_nanos(static_cast<int32_t>(rem));
-}
 
 DeviceKind FromProto(v1::DeviceKind kind) {
   switch (kind) {
@@ -112,7 +79,7 @@ void ToProto(const Assignment& a, v1::Assignment* out) {
   out->set_weights_sha256(a.weights_sha256);
   out->set_grad_accum_steps(static_cast<int32_t>(a.grad_accum_steps));
   out->set_device_kind(ToProto(a.device_kind));
-  ToProto(a.create_time, out->mutable_create_time());
+  ToTimestamp(a.create_time, out->mutable_create_time());
 }
 
 int JsonInt(const nlohmann::json& j, const char* key, int fallback = 0) {
@@ -207,8 +174,7 @@ absl::Status Unrecorded(std::string_view what, const absl::Status& status) {
 
 absl::StatusOr<store::Principal> AuthenticateCaller(const grpc::ServerContext& context,
                                                     const store::TokenStore& tokens, bool cluster_only) {
-  HERD_ASSIGN_OR_RETURN(std::string token, BearerOf(context));
-  HERD_ASSIGN_OR_RETURN(store::Principal principal, tokens.Authenticate(token));
+  HERD_ASSIGN_OR_RETURN(store::Principal principal, AuthenticateCall(context, tokens));
   if (cluster_only && principal.kind != store::TokenKind::kCluster) {
     return absl::PermissionDeniedError("TrainerService takes the cluster token, not a user token");
   }
@@ -369,8 +335,8 @@ absl::Status TrainerService::Register(const v1::RegisterTrainerRequest& request,
 
   response.set_trainer_id(r.trainer_id);
   response.set_session_id(r.session_id);
-  ToProto(r.heartbeat_interval, response.mutable_heartbeat_interval());
-  ToProto(r.lease, response.mutable_lease_duration());
+  ToDurationProto(r.heartbeat_interval, response.mutable_heartbeat_interval());
+  ToDurationProto(r.lease, response.mutable_lease_duration());
   return absl::OkStatus();
 }
 
@@ -401,7 +367,7 @@ grpc::Status TrainerService::Heartbeat(grpc::ServerContext* context, const v1::H
     out->set_reason(c.reason);
   }
   for (const Assignment& a : result->reply.assignments) ToProto(a, response->add_assignments());
-  ToProto(result->reply.heartbeat_interval, response->mutable_heartbeat_interval());
+  ToDurationProto(result->reply.heartbeat_interval, response->mutable_heartbeat_interval());
   return grpc::Status::OK;
 }
 
