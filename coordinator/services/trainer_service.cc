@@ -187,7 +187,7 @@ absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& 
     if (!s.ok() && first.ok()) first = s;
   };
   for (const LostTrainer& lost : events.lost) {
-    // The store makes its own ids (not TrainerIdForName), so find the row by name.
+    // By name: a row registered before ids were shared with the registry has a store-made id.
     auto record = store.trainers().GetByName(lost.name);
     if (!record.ok()) {
       note(record.status());
@@ -316,6 +316,7 @@ absl::Status TrainerService::Register(const v1::RegisterTrainerRequest& request,
     }
   }
   store::TrainerRecord trainer;
+  trainer.id = r.trainer_id;  // one id per trainer in memory and on disk
   trainer.name = reg.name;
   trainer.state = std::string(StateWord(r.trainer.state));
   trainer.device = {.kind = reg.device_kind == DeviceKind::kCuda ? "CUDA" : "CPU",

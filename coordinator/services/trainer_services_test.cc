@@ -136,6 +136,7 @@ TEST_F(TrainerServicesTest, RegisterAsksForMissingFilesThenOpensASession) {
 
   v1::RegisterTrainerResponse a = Register("cpu-a");
   EXPECT_EQ(a.trainer_id(), TrainerIdForName("cpu-a"));
+  EXPECT_EQ(store_->trainers().GetByName("cpu-a")->id, a.trainer_id());  // one id, memory and disk
   EXPECT_FALSE(a.session_id().empty());
   EXPECT_EQ(a.heartbeat_interval().seconds(), 5);
   EXPECT_EQ(a.lease_duration().seconds(), 15);

@@ -84,6 +84,8 @@ absl::StatusOr<TrainerRecord> TrainerStore::Register(const TrainerRecord& in) {
     std::string id;
     if (row) {
       id = row->Text(0);
+    } else if (!in.id.empty()) {
+      id = in.id;
     } else {
       HERD_ASSIGN_OR_RETURN(id, NewId("tr_"));
     }

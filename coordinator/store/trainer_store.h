@@ -63,9 +63,9 @@ class TrainerStore {
  public:
   TrainerStore(Db* db, const BlobStore* blobs, TrainerStoreOptions options);
 
-  // Records a registration: a new trainer gets a fresh id, a known name keeps its id and has
-  // its other fields replaced; register_time and last_seen_time become now. `trainer.id` is
-  // ignored. INVALID_ARGUMENT bad name or device kind.
+  // Records a registration: a known name keeps its id and has its other fields replaced; a new
+  // trainer gets `trainer.id` (the registry's id for the name) or, when that is empty, a fresh
+  // one; register_time and last_seen_time become now. INVALID_ARGUMENT bad name or device kind.
   absl::StatusOr<TrainerRecord> Register(const TrainerRecord& trainer);
   // Records a state transition (and when the trainer was last seen). NOT_FOUND.
   absl::Status SetState(std::string_view id, std::string_view state, absl::Time last_seen);

@@ -58,6 +58,16 @@ TEST_F(TrainerStoreTest, RegisterKeepsTheIdPerName) {
   HERD_EXPECT_CODE(trainers().GetByName("missing").status(), kNotFound);
 }
 
+TEST_F(TrainerStoreTest, RegisterTakesTheRegistryIdForANewName) {
+  TrainerRecord t = Trainer("cpu-a");
+  t.id = "tr_from_registry";
+  auto first = trainers().Register(t);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->id, "tr_from_registry");
+  t.id = "tr_something_else";  // a known name keeps the id it has
+  EXPECT_EQ(trainers().Register(t)->id, "tr_from_registry");
+}
+
 TEST_F(TrainerStoreTest, RegisterErrors) {
   TrainerRecord t = Trainer("a/b");
   HERD_EXPECT_CODE(trainers().Register(t).status(), kInvalidArgument);
