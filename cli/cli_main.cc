@@ -4,12 +4,15 @@
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
+#include <string>
+#include <vector>
 
 #include "CLI/CLI.hpp"
 #include "cli/client_config.h"
 #include "cli/cluster_commands.h"
 #include "cli/datasets_commands.h"
 #include "cli/exit_codes.h"
+#include "cli/jobs_commands.h"
 #include "common/rpc/rpc.h"
 #include "common/job_spec.h"
 #include "datasets/records.h"
@@ -134,11 +137,32 @@ int main(int argc, char** argv) {
   models->require_subcommand(1);
   CLI::App* models_list = models->add_subcommand("list", "List models and how many trainers hold each");
 
-  CLI::App* jobs = app.add_subcommand("jobs", "Jobs: check job files");
+  CLI::App* jobs = app.add_subcommand("jobs", "Jobs: check, submit, list, inspect, cancel");
   jobs->require_subcommand(1);
   CLI::App* job_validate = jobs->add_subcommand("validate", "Check a job file and print it with every default filled in");
   std::string job_path;
   job_validate->add_option("JOB_YAML", job_path, "Job file (DESIGN.md §11)")->required();
+  CLI::App* job_submit = jobs->add_subcommand("submit", "Submit a job file; prints the job id");
+  herd::cli::SubmitOptions submit;
+  job_submit->add_option("JOB_YAML", submit.path, "Job file (DESIGN.md §11)")->required();
+  job_submit->add_option("--dataset", submit.dataset, "Dataset id (overrides the file)");
+  job_submit->add_option("--name", submit.name, "Job label (overrides the file)");
+  job_submit->add_option("--base-model", submit.base_model, "Base model (overrides the file)");
+  job_submit->add_option("--idempotency-key", submit.idempotency_key,
+                         "Retry key: the same key and spec return the same job (default: a fresh random key)");
+  CLI::App* job_list = jobs->add_subcommand("list", "List your jobs, newest first");
+  std::vector<std::string> job_states;
+  std::string job_name_prefix;
+  job_list->add_option("--state", job_states, "Only jobs in this state (repeatable): validating, queued, ...");
+  job_list->add_option("--name-prefix", job_name_prefix, "Only jobs whose name starts with this");
+  std::string job_id, cancel_reason;
+  CLI::App* job_get = jobs->add_subcommand("get", "Show one job");
+  job_get->add_option("ID", job_id, "Job id (job_...)")->required();
+  CLI::App* job_cancel = jobs->add_subcommand("cancel", "Cancel a job (final at once)");
+  job_cancel->add_option("ID", job_id, "Job id (job_...)")->required();
+  job_cancel->add_option("--reason", cancel_reason, "Note stored with the cancellation");
+  CLI::App* job_events = jobs->add_subcommand("events", "List a job's events in order");
+  job_events->add_option("ID", job_id, "Job id (job_...)")->required();
 
   CLI::App* show_config = app.add_subcommand("config", "Show where this CLI connects and where that came from");
   CLI::App* status = app.add_subcommand("status", "Check that the coordinator is up and serving");
@@ -162,6 +186,11 @@ int main(int argc, char** argv) {
   if (*ds_list) return herd::cli::ListDatasets(*client, json);
   if (*ds_get) return herd::cli::GetDataset(*client, ds_id, json);
   if (*ds_delete) return herd::cli::DeleteDataset(*client, ds_id);
+  if (*job_submit) return herd::cli::SubmitJob(*client, submit, json);
+  if (*job_list) return herd::cli::ListJobs(*client, job_states, job_name_prefix, json);
+  if (*job_get) return herd::cli::GetJob(*client, job_id, json);
+  if (*job_cancel) return herd::cli::CancelJob(*client, job_id, cancel_reason, json);
+  if (*job_events) return herd::cli::ListJobEvents(*client, job_id, json);
   if (*trainers_list) return herd::cli::ListTrainers(*client, json);
   if (*models_list) return herd::cli::ListModels(*client, json);
   if (*show_config) {

@@ -21,6 +21,7 @@
 #include "coordinator/scheduler.h"
 #include "coordinator/services/cluster_service.h"
 #include "coordinator/services/dataset_service.h"
+#include "coordinator/services/job_service.h"
 #include "coordinator/services/trainer_service.h"
 #include "coordinator/store/store.h"
 
@@ -145,6 +146,7 @@ int main(int argc, char** argv) {
   housekeeper.Start();
   herd::coordinator::DatasetUploads dataset_uploads(store->get());
   herd::coordinator::services::DatasetService dataset_service(&dataset_uploads, &(*store)->tokens());
+  herd::coordinator::services::JobService job_service(&(*store)->jobs(), &(*store)->tokens());
   auto registry = herd::coordinator::TrainerRegistry::Create(
       {.heartbeat_interval = absl::Seconds(config.heartbeat_seconds),
        .lease = absl::Seconds(config.trainer_lease_seconds)},
@@ -165,7 +167,7 @@ int main(int argc, char** argv) {
   absl::Notification stop_ticks;
   std::thread ticker([&] { herd::coordinator::services::RunSchedulerTicks(**scheduler, **store, stop_ticks); });
   server_options.max_message_bytes = (16 << 20) + (1 << 20);  // RegisterTrainer carries up to 16 MiB of files
-  auto server = herd::rpc::StartServer(server_options, {&dataset_service, &trainer_service, &cluster_service});
+  auto server = herd::rpc::StartServer(server_options, {&dataset_service, &job_service, &trainer_service, &cluster_service});
   if (!server.ok()) {
     std::cerr << "herd-coordinator: " << server.status().message() << "\n";
     stop_ticks.Notify();

@@ -1,0 +1,304 @@
+// `herd jobs ...`: see jobs_commands.h.
+#include "cli/jobs_commands.h"
+
+#include <cctype>
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+#include <random>
+#include <sstream>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/time/time.h"
+#include "cli/call.h"
+#include "cli/exit_codes.h"
+#include "common/rpc/rpc.h"
+#include "common/strings.h"
+#include "herd/v1/jobs.grpc.pb.h"
+#include "yaml-cpp/yaml.h"
+
+namespace herd::cli {
+namespace {
+
+// A connected stub plus what every call carries.
+struct Client {
+  ClientConfig config;
+  std::unique_ptr<herd::v1::JobService::Stub> stub;
+
+  void Prepare(grpc::ClientContext* context) const { PrepareCall(config, context, kCallDeadline); }
+};
+
+absl::StatusOr<Client> Connect(const ClientConfig& config) {
+  auto channel = herd::rpc::MakeChannel({.target = config.endpoint, .ca_file = config.ca_file});
+  if (!channel.ok()) return channel.status();
+  return Client{config, herd::v1::JobService::NewStub(*channel)};
+}
+
+int Fail(const Client* client, const absl::Status& status) {
+  return FailCall(client ? &client->config : nullptr, status);
+}
+
+// 1-based line of the dotted `field` ("training.max_seq_len") under `node`; 0 when the file
+// does not set it. (Recursion, not assignment: YAML::Node's operator= writes through.)
+int FieldLine(const YAML::Node& node, std::string_view field) {
+  if (!node.IsMap()) return 0;
+  const size_t dot = field.find('.');
+  const YAML::Node child = node[std::string(field.substr(0, dot))];
+  if (!child.IsDefined()) return 0;
+  if (dot == std::string_view::npos) return child.Mark().line + 1;
+  return FieldLine(child, field.substr(dot + 1));
+}
+
+int FieldLine(const std::string& text, std::string_view field) {
+  try {
+    const YAML::Node root = YAML::Load(text);
+    return FieldLine(root, field);
+  } catch (const YAML::Exception&) {
+    return 0;
+  }
+}
+
+std::string RandomKey() {
+  std::random_device rd;
+  std::string key = "cli-";
+  static constexpr char kHex[] = "0123456789abcdef";
+  for (int i = 0; i < 32; ++i) key += kHex[rd() % 16];
+  return key;
+}
+
+template <typename Enum, size_t N>
+Enum EnumOf(const std::string& value, const std::string_view (&names)[N]) {
+  for (size_t i = 0; i < N; ++i) {
+    if (names[i] == value) return static_cast<Enum>(i);
+  }
+  return static_cast<Enum>(0);  // Validate() already rejected anything else
+}
+constexpr std::string_view kFormats[] = {"auto", "text", "prompt_completion", "chat", "alpaca",
+                                         "tokenized"};
+constexpr std::string_view kChatTemplates[] = {"auto", "llama2", "llama3"};
+constexpr std::string_view kLrSchedulers[] = {"", "cosine", "linear", "constant"};
+
+// The job file on the wire, every field set (the server fills nothing in then).
+void ToProto(const JobSpec& in, herd::v1::JobSpec* out) {
+  out->set_name(in.name);
+  out->set_base_model(in.base_model);
+  out->set_dataset_id(in.dataset);
+  out->set_validation_dataset_id(in.validation_dataset);
+  out->set_validation_split(in.validation_split);
+  out->set_format(EnumOf<herd::v1::RecordFormat>(in.format, kFormats));
+  out->set_chat_template(EnumOf<herd::v1::ChatTemplate>(in.chat_template, kChatTemplates));
+  out->set_train_on_inputs(in.train_on_inputs);
+  herd::v1::LoraConfig* l = out->mutable_lora();
+  l->set_r(in.lora.r);
+  l->set_alpha(in.lora.alpha);
+  l->set_dropout(in.lora.dropout);
+  for (const std::string& m : in.lora.target_modules) l->add_target_modules(m);
+  l->set_rslora(in.lora.rslora);
+  herd::v1::TrainingConfig* t = out->mutable_training();
+  t->set_epochs(static_cast<int32_t>(in.training.epochs));
+  if (in.training.max_steps) t->set_max_steps(*in.training.max_steps);
+  t->set_micro_batch_size(static_cast<int32_t>(in.training.micro_batch_size));
+  t->set_global_batch_size(static_cast<int32_t>(in.training.global_batch_size));
+  t->set_learning_rate(in.training.learning_rate);
+  t->set_lr_scheduler(EnumOf<herd::v1::LrScheduler>(in.training.lr_scheduler, kLrSchedulers));
+  t->set_warmup_ratio(in.training.warmup_ratio);
+  t->set_weight_decay(in.training.weight_decay);
+  t->set_max_grad_norm(in.training.max_grad_norm);
+  t->set_max_seq_len(static_cast<int32_t>(in.training.max_seq_len));
+  t->set_packing(in.training.packing);
+  t->set_seed(in.training.seed);
+  out->mutable_checkpoints()->set_every_steps(in.checkpoints.every_steps);
+  out->mutable_checkpoints()->set_keep(static_cast<int32_t>(in.checkpoints.keep));
+  out->mutable_resources()->set_trainers(static_cast<int32_t>(in.resources.trainers));
+  out->mutable_resources()->set_priority(static_cast<int32_t>(in.resources.priority));
+}
+
+std::string StateName(herd::v1::JobState state) {
+  std::string name = herd::v1::JobState_Name(state);
+  constexpr std::string_view kPrefix = "JOB_STATE_";
+  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
+}
+
+std::string EventTypeName(herd::v1::JobEventType type) {
+  std::string name = herd::v1::JobEventType_Name(type);
+  constexpr std::string_view kPrefix = "JOB_EVENT_TYPE_";
+  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
+}
+
+std::string TimeText(const google::protobuf::Timestamp& t) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixSeconds(t.seconds()),
+                          absl::UTCTimeZone());
+}
+
+void PrintJob(const herd::v1::Job& j) {
+  std::cout << "id:          " << j.id() << "\nname:        " << j.spec().name()
+            << "\nstate:       " << StateName(j.state()) << "\nbase_model:  " << j.spec().base_model()
+            << "\ndataset:     " << j.spec().dataset_id() << "\ncreated:     " << TimeText(j.create_time())
+            << "\nupdated:     " << TimeText(j.update_time()) << "\n";
+  if (j.has_end_time()) std::cout << "ended:       " << TimeText(j.end_time()) << "\n";
+  if (j.progress().total_steps() > 0) {
+    std::cout << "step:        " << j.progress().step() << " / " << j.progress().total_steps() << "\n";
+  }
+  if (j.has_failure()) {
+    std::cout << "failure:     " << j.failure().code() << ": " << j.failure().message() << "\n";
+  }
+}
+
+}  // namespace
+
+absl::StatusOr<JobSpec> LoadSubmission(const SubmitOptions& options) {
+  std::ifstream in(options.path, std::ios::binary);
+  if (!in) return absl::NotFoundError(StrCat("cannot open ", options.path));
+  std::stringstream buffer;
+  buffer << in.rdbuf();
+  const std::string text = buffer.str();
+  auto spec = ParseJobSpec(text, options.path);
+  if (!spec.ok()) return absl::InvalidArgumentError(spec.status().message());
+  if (!options.dataset.empty()) spec->dataset = options.dataset;
+  if (!options.name.empty()) spec->name = options.name;
+  if (!options.base_model.empty()) spec->base_model = options.base_model;
+  if (absl::Status s = spec->Validate(); !s.ok()) {
+    // Validate says "field: reason"; point at the field's line when the file set it.
+    const std::string message(s.message());
+    const std::string field = message.substr(0, message.find(':'));
+    const bool from_flag = (field == "dataset" && !options.dataset.empty()) ||
+                           (field == "name" && !options.name.empty()) ||
+                           (field == "base_model" && !options.base_model.empty());
+    const int line = from_flag ? 0 : FieldLine(text, field);
+    return absl::InvalidArgumentError(
+        line > 0 ? StrCat(options.path, ":", line, ": ", message) : StrCat(options.path, ": ", message));
+  }
+  return spec;
+}
+
+int SubmitJob(const ClientConfig& config, const SubmitOptions& options, bool json) {
+  auto spec = LoadSubmission(options);
+  if (!spec.ok()) return Fail(nullptr, spec.status());
+  auto client = Connect(config);
+  if (!client.ok()) return Fail(nullptr, client.status());
+  herd::v1::CreateJobRequest request;
+  ToProto(*spec, request.mutable_spec());
+  request.set_idempotency_key(options.idempotency_key.empty() ? RandomKey() : options.idempotency_key);
+  grpc::ClientContext context;
+  client->Prepare(&context);
+  herd::v1::Job job;
+  absl::Status s = herd::rpc::FromGrpc(client->stub->CreateJob(&context, request, &job));
+  if (!s.ok()) return Fail(&*client, s);
+  std::cout << (json ? MessageToJson(job) : job.id()) << "\n";
+  return kOk;
+}
+
+int ListJobs(const ClientConfig& config, const std::vector<std::string>& states,
+             const std::string& name_prefix, bool json) {
+  herd::v1::ListJobsRequest request;
+  request.set_page_size(1000);
+  request.set_name_prefix(name_prefix);
+  for (const std::string& s : states) {
+    std::string upper;
+    for (char c : s) upper += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (upper.rfind("JOB_STATE_", 0) != 0) upper = "JOB_STATE_" + upper;
+    herd::v1::JobState state;
+    if (!herd::v1::JobState_Parse(upper, &state) || state == herd::v1::JOB_STATE_UNSPECIFIED) {
+      std::cerr << "herd: --state " << s << " is not a job state (validating, queued, running, "
+                << "recovering, publishing, succeeded, failed, cancelled)\n";
+      return kUsage;
+    }
+    request.add_states(state);
+  }
+  auto client = Connect(config);
+  if (!client.ok()) return Fail(nullptr, client.status());
+  std::vector<herd::v1::Job> all;
+  do {
+    grpc::ClientContext context;
+    client->Prepare(&context);
+    herd::v1::ListJobsResponse page;
+    absl::Status s = herd::rpc::FromGrpc(client->stub->ListJobs(&context, request, &page));
+    if (!s.ok()) return Fail(&*client, s);
+    for (const auto& j : page.jobs()) all.push_back(j);
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  if (json) {
+    std::cout << "[";
+    for (size_t i = 0; i < all.size(); ++i) std::cout << (i ? "," : "") << MessageToJson(all[i]);
+    std::cout << "]\n";
+    return kOk;
+  }
+  std::printf("%-32s %-24s %-12s %-20s %s\n", "ID", "NAME", "STATE", "BASE_MODEL", "CREATED");
+  for (const auto& j : all) {
+    std::printf("%-32s %-24s %-12s %-20s %s\n", j.id().c_str(), j.spec().name().c_str(),
+                StateName(j.state()).c_str(), j.spec().base_model().c_str(),
+                TimeText(j.create_time()).c_str());
+  }
+  return kOk;
+}
+
+int GetJob(const ClientConfig& config, const std::string& id, bool json) {
+  auto client = Connect(config);
+  if (!client.ok()) return Fail(nullptr, client.status());
+  grpc::ClientContext context;
+  client->Prepare(&context);
+  herd::v1::GetJobRequest request;
+  request.set_id(id);
+  herd::v1::Job job;
+  absl::Status s = herd::rpc::FromGrpc(client->stub->GetJob(&context, request, &job));
+  if (!s.ok()) return Fail(&*client, s);
+  if (json) {
+    std::cout << MessageToJson(job) << "\n";
+  } else {
+    PrintJob(job);
+  }
+  return kOk;
+}
+
+int CancelJob(const ClientConfig& config, const std::string& id, const std::string& reason, bool json) {
+  auto client = Connect(config);
+  if (!client.ok()) return Fail(nullptr, client.status());
+  grpc::ClientContext context;
+  client->Prepare(&context);
+  herd::v1::CancelJobRequest request;
+  request.set_id(id);
+  request.set_reason(reason);
+  herd::v1::Job job;
+  absl::Status s = herd::rpc::FromGrpc(client->stub->CancelJob(&context, request, &job));
+  if (!s.ok()) return Fail(&*client, s);
+  if (json) {
+    std::cout << MessageToJson(job) << "\n";
+  } else {
+    std::cout << job.id() << ": " << StateName(job.state()) << "\n";
+  }
+  return kOk;
+}
+
+int ListJobEvents(const ClientConfig& config, const std::string& id, bool json) {
+  auto client = Connect(config);
+  if (!client.ok()) return Fail(nullptr, client.status());
+  herd::v1::ListJobEventsRequest request;
+  request.set_job_id(id);
+  request.set_page_size(1000);
+  std::vector<herd::v1::JobEvent> all;
+  do {
+    grpc::ClientContext context;
+    client->Prepare(&context);
+    herd::v1::ListJobEventsResponse page;
+    absl::Status s = herd::rpc::FromGrpc(client->stub->ListJobEvents(&context, request, &page));
+    if (!s.ok()) return Fail(&*client, s);
+    for (const auto& e : page.events()) all.push_back(e);
+    request.set_page_token(page.next_page_token());
+  } while (!request.page_token().empty());
+  if (json) {
+    std::cout << "[";
+    for (size_t i = 0; i < all.size(); ++i) std::cout << (i ? "," : "") << MessageToJson(all[i]);
+    std::cout << "]\n";
+    return kOk;
+  }
+  std::printf("%5s  %-23s  %-16s  %s\n", "SEQ", "TIME", "TYPE", "MESSAGE");
+  for (const auto& e : all) {
+    std::printf("%5lld  %-23s  %-16s  %s\n", static_cast<long long>(e.sequence()),
+                TimeText(e.time()).c_str(), EventTypeName(e.type()).c_str(), e.message().c_str());
+  }
+  return kOk;
+}
+
+}  // namespace herd::cli

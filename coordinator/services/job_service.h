@@ -1,0 +1,53 @@
+// herd.v1.JobService: the gRPC skin over JobStore (jobs.proto, DESIGN.md §3 step 2). Each method
+// authenticates the caller's user token, converts the request, calls the store and converts the
+// answer and the Status. Another tenant's job answers NOT_FOUND exactly like a missing one (the
+// store's tenant-checked methods guarantee it).
+//
+// Not yet: CreateJob's dry_run and WatchJob answer UNIMPLEMENTED; jobs stay in VALIDATING until
+// preparation (DESIGN.md §3 step 4) is built.
+#ifndef HERD_COORDINATOR_SERVICES_JOB_SERVICE_H_
+#define HERD_COORDINATOR_SERVICES_JOB_SERVICE_H_
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "common/job_spec.h"
+#include "coordinator/store/job_store.h"
+#include "coordinator/store/token_store.h"
+#include "herd/v1/jobs.grpc.pb.h"
+
+namespace herd::coordinator::services {
+
+// The wire spec as the store keeps it: every default filled in, target_modules expanded to the
+// explicit list. INVALID_ARGUMENT naming the field for an unknown enum value or a duplicate
+// target module; UNIMPLEMENTED for overlong_records DROP (not stored yet).
+absl::StatusOr<JobSpec> JobSpecFromProto(const herd::v1::JobSpec& in);
+// A stored spec back on the wire, every field set.
+void JobSpecToProto(const JobSpec& in, herd::v1::JobSpec* out);
+
+class JobService final : public herd::v1::JobService::Service {
+ public:
+  // Neither is owned; both outlive the service.
+  JobService(store::JobStore* jobs, const store::TokenStore* tokens) : jobs_(jobs), tokens_(tokens) {}
+
+  grpc::Status CreateJob(grpc::ServerContext* context, const herd::v1::CreateJobRequest* request,
+                         herd::v1::Job* response) override;
+  grpc::Status GetJob(grpc::ServerContext* context, const herd::v1::GetJobRequest* request,
+                      herd::v1::Job* response) override;
+  grpc::Status ListJobs(grpc::ServerContext* context, const herd::v1::ListJobsRequest* request,
+                        herd::v1::ListJobsResponse* response) override;
+  grpc::Status CancelJob(grpc::ServerContext* context, const herd::v1::CancelJobRequest* request,
+                         herd::v1::Job* response) override;
+  grpc::Status ListJobEvents(grpc::ServerContext* context,
+                             const herd::v1::ListJobEventsRequest* request,
+                             herd::v1::ListJobEventsResponse* response) override;
+
+ private:
+  // Constant after construction.
+  store::JobStore* const jobs_;
+  const store::TokenStore* const tokens_;
+};
+
+}  // namespace herd::coordinator::services
+
+#endif  // HERD_COORDINATOR_SERVICES_JOB_SERVICE_H_
