@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "cli/call.h"
 #include "cli/exit_codes.h"
+#include "common/rpc/job_spec_proto.h"
 #include "common/rpc/rpc.h"
 #include "common/strings.h"
 #include "herd/v1/jobs.grpc.pb.h"
@@ -66,53 +67,6 @@ std::string RandomKey() {
   static constexpr char kHex[] = "0123456789abcdef";
   for (int i = 0; i < 32; ++i) key += kHex[rd() % 16];
   return key;
-}
-
-template <typename Enum, size_t N>
-Enum EnumOf(const std::string& value, const std::string_view (&names)[N]) {
-  for (size_t i = 0; i < N; ++i) {
-    if (names[i] == value) return static_cast<Enum>(i);
-  }
-  return static_cast<Enum>(0);  // Validate() already rejected anything else
-}
-constexpr std::string_view kFormats[] = {"auto", "text", "prompt_completion", "chat", "alpaca",
-                                         "tokenized"};
-constexpr std::string_view kChatTemplates[] = {"auto", "llama2", "llama3"};
-constexpr std::string_view kLrSchedulers[] = {"", "cosine", "linear", "constant"};
-
-// The job file on the wire, every field set (the server fills nothing in then).
-void ToProto(const JobSpec& in, herd::v1::JobSpec* out) {
-  out->set_name(in.name);
-  out->set_base_model(in.base_model);
-  out->set_dataset_id(in.dataset);
-  out->set_validation_dataset_id(in.validation_dataset);
-  out->set_validation_split(in.validation_split);
-  out->set_format(EnumOf<herd::v1::RecordFormat>(in.format, kFormats));
-  out->set_chat_template(EnumOf<herd::v1::ChatTemplate>(in.chat_template, kChatTemplates));
-  out->set_train_on_inputs(in.train_on_inputs);
-  herd::v1::LoraConfig* l = out->mutable_lora();
-  l->set_r(in.lora.r);
-  l->set_alpha(in.lora.alpha);
-  l->set_dropout(in.lora.dropout);
-  for (const std::string& m : in.lora.target_modules) l->add_target_modules(m);
-  l->set_rslora(in.lora.rslora);
-  herd::v1::TrainingConfig* t = out->mutable_training();
-  t->set_epochs(static_cast<int32_t>(in.training.epochs));
-  if (in.training.max_steps) t->set_max_steps(*in.training.max_steps);
-  t->set_micro_batch_size(static_cast<int32_t>(in.training.micro_batch_size));
-  t->set_global_batch_size(static_cast<int32_t>(in.training.global_batch_size));
-  t->set_learning_rate(in.training.learning_rate);
-  t->set_lr_scheduler(EnumOf<herd::v1::LrScheduler>(in.training.lr_scheduler, kLrSchedulers));
-  t->set_warmup_ratio(in.training.warmup_ratio);
-  t->set_weight_decay(in.training.weight_decay);
-  t->set_max_grad_norm(in.training.max_grad_norm);
-  t->set_max_seq_len(static_cast<int32_t>(in.training.max_seq_len));
-  t->set_packing(in.training.packing);
-  t->set_seed(in.training.seed);
-  out->mutable_checkpoints()->set_every_steps(in.checkpoints.every_steps);
-  out->mutable_checkpoints()->set_keep(static_cast<int32_t>(in.checkpoints.keep));
-  out->mutable_resources()->set_trainers(static_cast<int32_t>(in.resources.trainers));
-  out->mutable_resources()->set_priority(static_cast<int32_t>(in.resources.priority));
 }
 
 std::string StateName(herd::v1::JobState state) {
@@ -179,7 +133,7 @@ int SubmitJob(const ClientConfig& config, const SubmitOptions& options, bool jso
   auto client = Connect(config);
   if (!client.ok()) return Fail(nullptr, client.status());
   herd::v1::CreateJobRequest request;
-  ToProto(*spec, request.mutable_spec());
+  rpc::JobSpecToProto(*spec, request.mutable_spec());
   request.set_idempotency_key(options.idempotency_key.empty() ? RandomKey() : options.idempotency_key);
   grpc::ClientContext context;
   client->Prepare(&context);

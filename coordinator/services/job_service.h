@@ -18,13 +18,6 @@
 
 namespace herd::coordinator::services {
 
-// The wire spec as the store keeps it: every default filled in, target_modules expanded to the
-// explicit list. INVALID_ARGUMENT naming the field for an unknown enum value or a duplicate
-// target module; UNIMPLEMENTED for overlong_records DROP (not stored yet).
-absl::StatusOr<JobSpec> JobSpecFromProto(const herd::v1::JobSpec& in);
-// A stored spec back on the wire, every field set.
-void JobSpecToProto(const JobSpec& in, herd::v1::JobSpec* out);
-
 class JobService final : public herd::v1::JobService::Service {
  public:
   // Neither is owned; both outlive the service.

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "common/rpc/job_spec_proto.h"
 #include "common/rpc/rpc.h"
 #include "coordinator/store/job_spec_json.h"
 #include "coordinator/store/test_util.h"
@@ -26,7 +27,7 @@ TEST(JobSpecFromProtoTest, FillsDefaultsAndExpandsTargets) {
   herd::v1::JobSpec in;
   in.set_base_model("tiny-llama");
   in.set_dataset_id("ds_x");
-  auto spec = JobSpecFromProto(in);
+  auto spec = rpc::JobSpecFromProto(in);
   ASSERT_TRUE(spec.ok()) << spec.status();
   EXPECT_EQ(spec->format, "auto");
   EXPECT_EQ(spec->training.lr_scheduler, "cosine");
@@ -35,13 +36,13 @@ TEST(JobSpecFromProtoTest, FillsDefaultsAndExpandsTargets) {
   EXPECT_EQ(spec->lora.target_modules[0], "q_proj");
 
   herd::v1::JobSpec back;
-  JobSpecToProto(*spec, &back);
+  rpc::JobSpecToProto(*spec, &back);
   EXPECT_EQ(back.lora().target_modules_size(), 7);
   EXPECT_EQ(back.lora().r(), 16);
   EXPECT_EQ(back.training().lr_scheduler(), herd::v1::LR_SCHEDULER_COSINE);
   EXPECT_EQ(back.format(), herd::v1::RECORD_FORMAT_UNSPECIFIED);
   EXPECT_FALSE(back.training().has_max_steps());
-  auto again = JobSpecFromProto(back);
+  auto again = rpc::JobSpecFromProto(back);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(store::JobSpecToJson(*again), store::JobSpecToJson(*spec));
 }
@@ -73,7 +74,7 @@ TEST(JobSpecFromProtoTest, ErrorsNameTheField) {
     in.set_base_model("tiny-llama");
     in.set_dataset_id("ds_x");
     c.edit(&in);
-    auto spec = JobSpecFromProto(in);
+    auto spec = rpc::JobSpecFromProto(in);
     EXPECT_EQ(spec.status().code(), c.code) << c.field << ": " << spec.status();
     EXPECT_TRUE(store::testing::MessageHas(spec.status(), c.field)) << spec.status();
   }
