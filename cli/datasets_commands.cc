@@ -111,7 +111,9 @@ absl::StatusOr<herd::v1::Dataset> StreamFrom(const Client& client, std::ifstream
 
 }  // namespace
 
-int UploadDataset(const ClientConfig& config, const UploadOptions& options, bool json) {
+namespace {
+
+int Upload(const ClientConfig& config, const UploadOptions& options, bool json, std::string* dataset_id) {
   std::error_code ec;
   const auto size = std::filesystem::file_size(options.path, ec);
   std::ifstream file(options.path, std::ios::binary);
@@ -200,8 +202,22 @@ int UploadDataset(const ClientConfig& config, const UploadOptions& options, bool
                            ? StrCat(", ", report.records_invalid(), " invalid records dropped")
                            : "")
             << "\n";
-  if (!json) std::cout << dataset.id() << "\n";
+  if (dataset_id != nullptr) {
+    *dataset_id = dataset.id();
+  } else if (!json) {
+    std::cout << dataset.id() << "\n";
+  }
   return kOk;
+}
+
+}  // namespace
+
+int UploadDataset(const ClientConfig& config, const UploadOptions& options, bool json) {
+  return Upload(config, options, json, nullptr);
+}
+
+int UploadDatasetForJob(const ClientConfig& config, const UploadOptions& options, std::string* dataset_id) {
+  return Upload(config, options, /*json=*/false, dataset_id);
 }
 
 int ListDatasets(const ClientConfig& config, bool json) {

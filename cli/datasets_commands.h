@@ -20,6 +20,9 @@ struct UploadOptions {
 // Streams the file in chunks, resuming from the server's committed offset when the connection
 // breaks; prints the dataset id (or, for a rejected file, its problems by line: exit 2).
 int UploadDataset(const ClientConfig& config, const UploadOptions& options, bool json);
+// The same upload for `jobs submit` with a local path: reports to stderr only and gives the new
+// dataset's id through `dataset_id`. Returns the exit code.
+int UploadDatasetForJob(const ClientConfig& config, const UploadOptions& options, std::string* dataset_id);
 int ListDatasets(const ClientConfig& config, bool json);
 int GetDataset(const ClientConfig& config, const std::string& id, bool json);
 int DeleteDataset(const ClientConfig& config, const std::string& id);

@@ -3,6 +3,7 @@
 
 #include <cctype>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -13,6 +14,7 @@
 
 #include "absl/time/time.h"
 #include "cli/call.h"
+#include "cli/datasets_commands.h"
 #include "cli/exit_codes.h"
 #include "common/rpc/job_spec_proto.h"
 #include "common/rpc/rpc.h"
@@ -130,6 +132,15 @@ absl::StatusOr<JobSpec> LoadSubmission(const SubmitOptions& options) {
 int SubmitJob(const ClientConfig& config, const SubmitOptions& options, bool json) {
   auto spec = LoadSubmission(options);
   if (!spec.ok()) return Fail(nullptr, spec.status());
+  // DESIGN.md §11: `dataset` is an id, or a local path the CLI uploads first.
+  for (std::string* field : {&spec->dataset, &spec->validation_dataset}) {
+    std::error_code ec;
+    if (field->empty() || field->rfind("ds_", 0) == 0 || !std::filesystem::is_regular_file(*field, ec)) continue;
+    std::cerr << "herd: uploading " << *field << "\n";
+    std::string id;
+    if (int rc = UploadDatasetForJob(config, {.path = *field}, &id); rc != kOk) return rc;
+    *field = id;
+  }
   auto client = Connect(config);
   if (!client.ok()) return Fail(nullptr, client.status());
   herd::v1::CreateJobRequest request;

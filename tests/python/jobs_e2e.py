@@ -124,6 +124,16 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
     rc, out, err = herd(None, "jobs", "list")
     check(rc == 4, "no token exits 4", out, err)
 
+    # A local path as the dataset: the CLI uploads it first and submits with the new id.
+    local = write(os.path.join(tmp, "local.yaml"), JOB_YAML.format(dataset=os.path.join(samples, "support_chat.jsonl")))
+    rc, out, err = herd(tok_a, "jobs", "submit", local, "-o", "json")
+    submitted = json.loads(out) if rc == 0 else {}
+    uploaded = submitted.get("spec", {}).get("dataset_id", "")
+    check(rc == 0 and uploaded.startswith("ds_") and uploaded != ds_id,
+          "a local dataset path is uploaded first and the job names the new dataset", out, err)
+    rc, out, err = herd(tok_a, "datasets", "get", uploaded)
+    check(rc == 0, "the uploaded dataset exists", out, err)
+
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
