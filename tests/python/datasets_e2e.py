@@ -154,14 +154,17 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
           "the same file uploads again", out, err)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
+def run_scenario(name, scenario, description):
+    """Parses --coordinator/--herd/--samples, makes two tenants' tokens, starts a coordinator on
+    127.0.0.1 port 0, runs scenario(herd, tok_a, tok_b, samples, tmp), and stops the coordinator
+    (which must then exit 0), also on failure. Shared by the end-to-end tests of the user paths."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--coordinator", required=True)
     parser.add_argument("--herd", required=True)
     parser.add_argument("--samples", required=True)
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="herd-datasets-e2e-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=f"herd-{name}-") as tmp:
         data_dir = os.path.join(tmp, "data")
         # Tokens first: `token create` opens the data dir, which the running coordinator locks.
         tok_a = make_token(args.coordinator, data_dir, "acme")
@@ -190,8 +193,8 @@ def main():
                     proc.kill()
                     proc.wait()
         check(proc.returncode == 0, "coordinator stops cleanly on SIGTERM", open(log_path).read())
-    print("datasets_e2e: all checks passed")
+    print(f"{name}: all checks passed")
 
 
 if __name__ == "__main__":
-    main()
+    run_scenario("datasets_e2e", scenario, __doc__)

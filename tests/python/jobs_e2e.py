@@ -5,14 +5,10 @@ job file (idempotency key: same spec -> same job, other spec -> refused), lists 
 VALIDATING, hides it from another tenant (exit 3), cancels it (CANCELLED, with an event), and
 rejects a bad job file naming the line and field (exit 2) and an unknown dataset (exit 3). The
 coordinator is killed when the test ends, also on failure, and dies with this process."""
-import argparse
 import json
 import os
-import subprocess
-import sys
-import tempfile
 
-from datasets_e2e import Herd, check, die_with_parent, make_token, wait_ready
+from datasets_e2e import check, run_scenario
 
 JOB_YAML = """\
 name: support-bot
@@ -135,44 +131,5 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
     check(rc == 0, "the uploaded dataset exists", out, err)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--coordinator", required=True)
-    parser.add_argument("--herd", required=True)
-    parser.add_argument("--samples", required=True)
-    args = parser.parse_args()
-
-    with tempfile.TemporaryDirectory(prefix="herd-jobs-e2e-") as tmp:
-        data_dir = os.path.join(tmp, "data")
-        # Tokens first: `token create` opens the data dir, which the running coordinator locks.
-        tok_a = make_token(args.coordinator, data_dir, "acme")
-        tok_b = make_token(args.coordinator, data_dir, "globex")
-        ready = os.path.join(tmp, "ready")
-        log_path = os.path.join(tmp, "coordinator.log")
-        with open(log_path, "w") as log:
-            proc = subprocess.Popen(
-                [args.coordinator, "--listen", "127.0.0.1:0", "--data-dir", data_dir,
-                 "--ready-file", ready],
-                stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
-        try:
-            port = wait_ready(proc, ready, log_path)
-            herd = Herd(args.herd, f"127.0.0.1:{port}", tmp)
-            try:
-                scenario(herd, tok_a, tok_b, args.samples, tmp)
-            except SystemExit:
-                print("--- coordinator log ---\n" + open(log_path).read(), file=sys.stderr)
-                raise
-        finally:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
-        check(proc.returncode == 0, "coordinator stops cleanly on SIGTERM", open(log_path).read())
-    print("jobs_e2e: all checks passed")
-
-
 if __name__ == "__main__":
-    main()
+    run_scenario("jobs_e2e", scenario, __doc__)
