@@ -5,7 +5,9 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <iostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/time/time.h"
@@ -22,6 +24,14 @@ void PrepareCall(const ClientConfig& config, grpc::ClientContext* context, absl:
 int FailCall(const ClientConfig* config, const absl::Status& status);
 // A message as JSON with the proto field names (`--output json`).
 std::string MessageToJson(const google::protobuf::Message& message);
+
+// Messages as one JSON array on stdout (`--output json` of the list commands).
+template <typename Message>
+void PrintJsonArray(const std::vector<Message>& messages) {
+  std::cout << "[";
+  for (size_t i = 0; i < messages.size(); ++i) std::cout << (i ? "," : "") << MessageToJson(messages[i]);
+  std::cout << "]\n";
+}
 
 }  // namespace herd::cli
 

@@ -23,13 +23,6 @@ std::string StateName(herd::v1::TrainerState s) {
   }
 }
 
-template <typename Item>
-void PrintJsonArray(const std::vector<Item>& items) {
-  std::cout << "[";
-  for (size_t i = 0; i < items.size(); ++i) std::cout << (i ? "," : "") << MessageToJson(items[i]);
-  std::cout << "]\n";
-}
-
 }  // namespace
 
 int ListTrainers(const ClientConfig& config, bool json) {

@@ -236,9 +236,7 @@ int ListDatasets(const ClientConfig& config, bool json) {
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
   if (json) {
-    std::cout << "[";
-    for (size_t i = 0; i < all.size(); ++i) std::cout << (i ? "," : "") << ToJson(all[i]);
-    std::cout << "]\n";
+    PrintJsonArray(all);
     return kOk;
   }
   std::printf("%-32s %-32s %10s %-18s %12s  %s\n", "ID", "NAME", "RECORDS", "FORMAT", "BYTES",

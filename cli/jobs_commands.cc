@@ -185,9 +185,7 @@ int ListJobs(const ClientConfig& config, const std::vector<std::string>& states,
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
   if (json) {
-    std::cout << "[";
-    for (size_t i = 0; i < all.size(); ++i) std::cout << (i ? "," : "") << MessageToJson(all[i]);
-    std::cout << "]\n";
+    PrintJsonArray(all);
     return kOk;
   }
   std::printf("%-32s %-24s %-12s %-20s %s\n", "ID", "NAME", "STATE", "BASE_MODEL", "CREATED");
@@ -253,9 +251,7 @@ int ListJobEvents(const ClientConfig& config, const std::string& id, bool json) 
     request.set_page_token(page.next_page_token());
   } while (!request.page_token().empty());
   if (json) {
-    std::cout << "[";
-    for (size_t i = 0; i < all.size(); ++i) std::cout << (i ? "," : "") << MessageToJson(all[i]);
-    std::cout << "]\n";
+    PrintJsonArray(all);
     return kOk;
   }
   std::printf("%5s  %-23s  %-16s  %s\n", "SEQ", "TIME", "TYPE", "MESSAGE");
