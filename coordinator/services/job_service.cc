@@ -13,6 +13,7 @@
 #include "common/strings.h"
 #include "coordinator/services/auth.h"
 #include "coordinator/services/convert.h"
+#include "coordinator/services/job_convert.h"
 
 namespace herd::coordinator::services {
 namespace {
@@ -21,11 +22,13 @@ using herd::rpc::ToGrpc;
 
 constexpr size_t kMaxCancelReasonBytes = 1024;  // jobs.proto: CancelJobRequest.reason
 
-herd::v1::JobState StateToProto(store::JobState s) {
+}  // namespace
+
+herd::v1::JobState JobStateToProto(store::JobState s) {
   return static_cast<herd::v1::JobState>(static_cast<int>(s));
 }
 
-void ToProto(const store::Failure& in, herd::v1::Failure* out) {
+static void ToProto(const store::Failure& in, herd::v1::Failure* out) {
   out->set_code(in.code);
   out->set_message(in.message);
 }
@@ -33,7 +36,7 @@ void ToProto(const store::Failure& in, herd::v1::Failure* out) {
 void ToProto(const store::JobRecord& in, herd::v1::Job* out) {
   out->set_id(in.id);
   rpc::JobSpecToProto(in.spec, out->mutable_spec());
-  out->set_state(StateToProto(in.state));
+  out->set_state(JobStateToProto(in.state));
   out->set_generation(in.generation);
   out->set_world_size(in.world_size);
   for (const std::string& t : in.trainer_ids) out->add_trainer_ids(t);
@@ -62,8 +65,8 @@ void ToProto(const store::JobEvent& in, herd::v1::JobEvent* out) {
   out->set_sequence(in.sequence);
   ToTimestamp(in.time, out->mutable_time());
   out->set_type(static_cast<herd::v1::JobEventType>(static_cast<int>(in.type)));
-  out->set_state(StateToProto(in.state));
-  out->set_previous_state(StateToProto(in.previous_state));
+  out->set_state(JobStateToProto(in.state));
+  out->set_previous_state(JobStateToProto(in.previous_state));
   out->set_generation(in.generation);
   out->set_world_size(in.world_size);
   out->set_rank(in.rank);
@@ -73,8 +76,6 @@ void ToProto(const store::JobEvent& in, herd::v1::JobEvent* out) {
   if (in.failure) ToProto(*in.failure, out->mutable_failure());
   out->set_message(in.message);
 }
-
-}  // namespace
 
 grpc::Status JobService::CreateJob(grpc::ServerContext* context,
                                    const herd::v1::CreateJobRequest* request,

@@ -16,12 +16,20 @@
 #include "coordinator/store/token_store.h"
 #include "herd/v1/jobs.grpc.pb.h"
 
+namespace herd::coordinator {
+class ProgressBoard;  // coordinator/progress_board.h
+class JobControl;     // coordinator/job_control.h
+}  // namespace herd::coordinator
+
 namespace herd::coordinator::services {
 
 class JobService final : public herd::v1::JobService::Service {
  public:
-  // Neither is owned; both outlive the service.
-  JobService(store::JobStore* jobs, const store::TokenStore* tokens) : jobs_(jobs), tokens_(tokens) {}
+  // None is owned; all outlive the service. `progress` (live progress for GetJob/WatchJob) and
+  // `control` (preparation, scheduling, cancellation) may be null in tests of the store paths.
+  JobService(store::JobStore* jobs, const store::TokenStore* tokens, ProgressBoard* progress = nullptr,
+             JobControl* control = nullptr)
+      : jobs_(jobs), tokens_(tokens), progress_(progress), control_(control) {}
 
   grpc::Status CreateJob(grpc::ServerContext* context, const herd::v1::CreateJobRequest* request,
                          herd::v1::Job* response) override;
@@ -34,11 +42,16 @@ class JobService final : public herd::v1::JobService::Service {
   grpc::Status ListJobEvents(grpc::ServerContext* context,
                              const herd::v1::ListJobEventsRequest* request,
                              herd::v1::ListJobEventsResponse* response) override;
+  // In job_watch.cc.
+  grpc::Status WatchJob(grpc::ServerContext* context, const herd::v1::WatchJobRequest* request,
+                        grpc::ServerWriter<herd::v1::WatchJobResponse>* writer) override;
 
  private:
   // Constant after construction.
   store::JobStore* const jobs_;
   const store::TokenStore* const tokens_;
+  ProgressBoard* const progress_;
+  JobControl* const control_;
 };
 
 }  // namespace herd::coordinator::services
