@@ -8,11 +8,13 @@
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "cli/adapters_commands.h"
 #include "cli/client_config.h"
 #include "cli/cluster_commands.h"
 #include "cli/datasets_commands.h"
 #include "cli/exit_codes.h"
 #include "cli/jobs_commands.h"
+#include "cli/jobs_watch.h"
 #include "common/rpc/rpc.h"
 #include "common/job_spec.h"
 #include "datasets/records.h"
@@ -137,7 +139,7 @@ int main(int argc, char** argv) {
   models->require_subcommand(1);
   CLI::App* models_list = models->add_subcommand("list", "List models and how many trainers hold each");
 
-  CLI::App* jobs = app.add_subcommand("jobs", "Jobs: check, submit, list, inspect, cancel");
+  CLI::App* jobs = app.add_subcommand("jobs", "Jobs: check, submit, list, inspect, watch, cancel");
   jobs->require_subcommand(1);
   CLI::App* job_validate = jobs->add_subcommand("validate", "Check a job file and print it with every default filled in");
   std::string job_path;
@@ -163,6 +165,26 @@ int main(int argc, char** argv) {
   job_cancel->add_option("--reason", cancel_reason, "Note stored with the cancellation");
   CLI::App* job_events = jobs->add_subcommand("events", "List a job's events in order");
   job_events->add_option("ID", job_id, "Job id (job_...)")->required();
+  CLI::App* job_watch = jobs->add_subcommand(
+      "watch", "Follow a job live: events, step, loss, tokens/s; exits 0 SUCCEEDED, 6 FAILED/CANCELLED");
+  job_watch->add_option("ID", job_id, "Job id (job_...)")->required();
+
+  CLI::App* adapters = app.add_subcommand("adapters", "Adapters: list a job's checkpoints, download one");
+  adapters->require_subcommand(1);
+  std::string adapter_job;
+  CLI::App* adapters_list = adapters->add_subcommand("list", "List a job's stored checkpoints by step");
+  adapters_list->add_option("JOB", adapter_job, "Job id (job_...)")->required();
+  CLI::App* adapters_download = adapters->add_subcommand(
+      "download", "Download a PEFT adapter (resumable, sha256-verified); prints its folder");
+  herd::cli::DownloadOptions download;
+  adapters_download->add_option("JOB", download.job_id, "Job id (job_...)")->required();
+  int64_t download_step = 0;
+  CLI::Option* download_step_option = adapters_download->add_option(
+      "--step", download_step, "Checkpoint step (default: the final adapter, else the newest checkpoint)");
+  // Here -o is the destination (DESIGN.md §3.10); the output format stays --output.
+  adapters_download->add_option("--out,-o", download.out_dir,
+                                "Destination folder for adapter_config.json and adapter_model.safetensors")
+      ->required();
 
   CLI::App* show_config = app.add_subcommand("config", "Show where this CLI connects and where that came from");
   CLI::App* status = app.add_subcommand("status", "Check that the coordinator is up and serving");
@@ -191,6 +213,12 @@ int main(int argc, char** argv) {
   if (*job_get) return herd::cli::GetJob(*client, job_id, json);
   if (*job_cancel) return herd::cli::CancelJob(*client, job_id, cancel_reason, json);
   if (*job_events) return herd::cli::ListJobEvents(*client, job_id, json);
+  if (*job_watch) return herd::cli::WatchJob(*client, {.id = job_id, .json = json});
+  if (*adapters_list) return herd::cli::ListAdapters(*client, adapter_job, json);
+  if (*adapters_download) {
+    if (download_step_option->count() > 0) download.step = download_step;
+    return herd::cli::DownloadAdapter(*client, download, json);
+  }
   if (*trainers_list) return herd::cli::ListTrainers(*client, json);
   if (*models_list) return herd::cli::ListModels(*client, json);
   if (*show_config) {

@@ -22,6 +22,7 @@ absl::Status CoordinatorConfig::Validate() const {
     return bad("trainer_lease_seconds", "must be at least twice heartbeat_seconds");
   }
   if (max_upload_bytes < 1) return bad("max_upload_bytes", "must be >= 1");
+  if (collective_timeout_seconds < 1) return bad("collective_timeout_seconds", "must be >= 1");
   return absl::OkStatus();
 }
 
@@ -38,6 +39,8 @@ absl::StatusOr<CoordinatorConfig> ParseCoordinatorConfig(const std::string& yaml
   HERD_RETURN_IF_ERROR(f.Read("heartbeat_seconds", &c.heartbeat_seconds));
   HERD_RETURN_IF_ERROR(f.Read("trainer_lease_seconds", &c.trainer_lease_seconds));
   HERD_RETURN_IF_ERROR(f.Read("max_upload_bytes", &c.max_upload_bytes));
+  HERD_RETURN_IF_ERROR(f.Read("prepare_program", &c.prepare_program));
+  HERD_RETURN_IF_ERROR(f.Read("collective_timeout_seconds", &c.collective_timeout_seconds));
   HERD_ASSIGN_OR_RETURN(YamlFields tls, f.Child("tls"));
   HERD_RETURN_IF_ERROR(tls.Read("cert_file", &c.tls.cert_file));
   HERD_RETURN_IF_ERROR(tls.Read("key_file", &c.tls.key_file));

@@ -28,6 +28,8 @@ struct CoordinatorConfig {
   int heartbeat_seconds = 5;        // trainers heartbeat this often
   int trainer_lease_seconds = 15;   // a trainer silent this long is LOST (trainers.proto)
   int64_t max_upload_bytes = int64_t{50} << 30;  // per dataset
+  std::string prepare_program;      // herd-prepare; "" = the one beside herd-coordinator
+  int collective_timeout_seconds = 600;  // an engine's watchdog aborts a collective after this
 
   absl::Status Validate() const;
 };

@@ -19,6 +19,9 @@
 #include "coordinator/registry.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/scheduler.h"
+#include "coordinator/job_control.h"
+#include "coordinator/progress_board.h"
+#include "coordinator/services/adapter_service.h"
 #include "coordinator/services/cluster_service.h"
 #include "coordinator/services/dataset_service.h"
 #include "coordinator/services/job_service.h"
@@ -26,6 +29,13 @@
 #include "coordinator/store/store.h"
 
 namespace {
+
+// A program installed beside this one (herd-prepare).
+std::string BesideUs(const std::string& name) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path() / name).string();
+}
 
 // Prints a new token once, on stdout: a user token of `tenant` (made if needed), or with
 // `cluster` the token trainers present.
@@ -146,7 +156,6 @@ int main(int argc, char** argv) {
   housekeeper.Start();
   herd::coordinator::DatasetUploads dataset_uploads(store->get());
   herd::coordinator::services::DatasetService dataset_service(&dataset_uploads, &(*store)->tokens());
-  herd::coordinator::services::JobService job_service(&(*store)->jobs(), &(*store)->tokens());
   auto registry = herd::coordinator::TrainerRegistry::Create(
       {.heartbeat_interval = absl::Seconds(config.heartbeat_seconds),
        .lease = absl::Seconds(config.trainer_lease_seconds)},
@@ -162,16 +171,34 @@ int main(int argc, char** argv) {
     std::cerr << "herd-coordinator: " << scheduler.status().message() << "\n";
     return 1;
   }
-  herd::coordinator::services::TrainerService trainer_service(store->get(), scheduler->get(), rendezvous->get());
+  herd::coordinator::ProgressBoard progress;
+  herd::coordinator::JobControlOptions control_options;
+  control_options.preparer.herd_prepare =
+      config.prepare_program.empty() ? BesideUs("herd-prepare") : config.prepare_program;
+  control_options.preparer.work_dir = (std::filesystem::path(config.data_dir) / "prepare").string();
+  control_options.on_final = [&progress](const std::string& job_id) { progress.Forget(job_id); };
+  herd::coordinator::JobControl control(store->get(), scheduler->get(), control_options);
+  if (absl::Status s = control.Restore(); !s.ok()) {
+    std::cerr << "herd-coordinator: restoring jobs: " << s.message() << "\n";
+    return 1;
+  }
+  control.Start();
+  herd::coordinator::services::JobService job_service(&(*store)->jobs(), &(*store)->tokens(), &progress, &control);
+  herd::coordinator::services::TrainerService trainer_service(
+      store->get(), scheduler->get(), rendezvous->get(), &control, &progress,
+      {.collective_timeout = absl::Seconds(config.collective_timeout_seconds)});
   herd::coordinator::services::ClusterService cluster_service(store->get(), scheduler->get(), registry->get());
+  herd::coordinator::services::AdapterService adapter_service(&(*store)->checkpoints(), &(*store)->blobs(),
+                                                              &(*store)->tokens());
   absl::Notification stop_ticks;
-  std::thread ticker([&] { herd::coordinator::services::RunSchedulerTicks(**scheduler, **store, stop_ticks); });
+  std::thread ticker([&] { herd::coordinator::RunSchedulerTicks(**scheduler, **store, stop_ticks); });
   server_options.max_message_bytes = (16 << 20) + (1 << 20);  // RegisterTrainer carries up to 16 MiB of files
-  auto server = herd::rpc::StartServer(server_options, {&dataset_service, &job_service, &trainer_service, &cluster_service});
+  auto server = herd::rpc::StartServer(server_options, {&dataset_service, &job_service, &trainer_service, &cluster_service, &adapter_service});
   if (!server.ok()) {
     std::cerr << "herd-coordinator: " << server.status().message() << "\n";
     stop_ticks.Notify();
     ticker.join();
+    control.Stop();
     return 1;
   }
   HERD_LOG(Info) << "serving on port " << server->port << ", data in " << config.data_dir;
@@ -182,6 +209,7 @@ int main(int argc, char** argv) {
   server->server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   stop_ticks.Notify();
   ticker.join();
+  control.Stop();
   housekeeper.Stop();
   return 0;
 }

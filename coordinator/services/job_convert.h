@@ -6,6 +6,11 @@
 #include "coordinator/store/job_store.h"
 #include "herd/v1/jobs.pb.h"
 
+namespace herd::coordinator {
+struct JobProgressView;  // coordinator/progress_board.h
+class ProgressBoard;
+}  // namespace herd::coordinator
+
 namespace herd::coordinator::services {
 
 herd::v1::JobState JobStateToProto(store::JobState s);
@@ -13,6 +18,11 @@ herd::v1::JobState JobStateToProto(store::JobState s);
 // with the live one.
 void ToProto(const store::JobRecord& in, herd::v1::Job* out);
 void ToProto(const store::JobEvent& in, herd::v1::JobEvent* out);
+// The live progress of a job (ProgressBoard) as users see it; in progress_convert.cc.
+void ToProto(const JobProgressView& in, herd::v1::JobProgress* out);
+// Overwrites job->progress with the board's live view of job->id(), when `board` is not null
+// and knows the job (GetJob, WatchJob); returns the view's version, 0 when nothing was set.
+int64_t SetLiveProgress(const ProgressBoard* board, herd::v1::Job* job);
 
 }  // namespace herd::coordinator::services
 

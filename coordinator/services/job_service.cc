@@ -13,6 +13,8 @@
 #include "common/strings.h"
 #include "coordinator/services/auth.h"
 #include "coordinator/services/convert.h"
+#include "coordinator/job_control.h"
+#include "coordinator/progress_board.h"
 #include "coordinator/services/job_convert.h"
 
 namespace herd::coordinator::services {
@@ -84,13 +86,28 @@ grpc::Status JobService::CreateJob(grpc::ServerContext* context,
   if (!tenant.ok()) return ToGrpc(tenant.status());
   auto spec = rpc::JobSpecFromProto(request->spec());
   if (!spec.ok()) return ToGrpc(spec.status());
-  if (request->dry_run()) {
-    return ToGrpc(absl::UnimplementedError("dry_run: preparation is not built yet"));
+  if (absl::Status s = spec->Validate(); !s.ok()) return ToGrpc(s);
+  if (control_ != nullptr) {
+    if (absl::Status s = control_->CheckSpec(*spec); !s.ok()) return ToGrpc(s);
   }
-  // The job stays in VALIDATING: preparation (tokenise, pack, fix the global order; DESIGN.md §3
-  // step 4) is the next step and will move it to QUEUED or FAILED.
-  auto job = jobs_->Create(*tenant, *spec, request->idempotency_key());
+  if (request->dry_run()) {
+    if (control_ == nullptr) return ToGrpc(absl::UnavailableError("dry_run: this coordinator cannot prepare data"));
+    auto plan = control_->DryRun(*tenant, *spec);
+    if (!plan.ok()) return ToGrpc(plan.status());
+    rpc::JobSpecToProto(*spec, response->mutable_spec());
+    google::protobuf::util::JsonParseOptions options;
+    options.ignore_unknown_fields = true;
+    if (!google::protobuf::util::JsonStringToMessage(plan->ToProtoJson(), response->mutable_plan(), options).ok()) {
+      return ToGrpc(absl::InternalError("could not encode the preparation plan"));
+    }
+    return grpc::Status::OK;
+  }
+  // The job starts in VALIDATING; preparation (tokenise, pack, fix the global order; DESIGN.md
+  // §3 step 4) runs in the background and moves it to QUEUED or FAILED.
+  bool created = false;
+  auto job = jobs_->Create(*tenant, *spec, request->idempotency_key(), &created);
   if (!job.ok()) return ToGrpc(job.status());
+  if (created && control_ != nullptr) control_->Prepare(job->id);
   ToProto(*job, response);
   return grpc::Status::OK;
 }
@@ -103,6 +120,9 @@ grpc::Status JobService::GetJob(grpc::ServerContext* context, const herd::v1::Ge
   auto job = jobs_->Get(*tenant, request->id());
   if (!job.ok()) return ToGrpc(job.status());
   ToProto(*job, response);
+  if (progress_ != nullptr) {
+    if (auto live = progress_->Get(job->id); live) ToProto(*live, response->mutable_progress());
+  }
   return grpc::Status::OK;
 }
 
@@ -140,7 +160,8 @@ grpc::Status JobService::CancelJob(grpc::ServerContext* context,
     return ToGrpc(absl::InvalidArgumentError(
         StrCat("reason: ", request->reason().size(), " bytes; at most ", kMaxCancelReasonBytes)));
   }
-  auto job = jobs_->Cancel(*tenant, request->id(), request->reason());
+  auto job = control_ != nullptr ? control_->Cancel(*tenant, request->id(), request->reason())
+                                 : jobs_->Cancel(*tenant, request->id(), request->reason());
   if (!job.ok()) return ToGrpc(job.status());
   ToProto(*job, response);
   return grpc::Status::OK;

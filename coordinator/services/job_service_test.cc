@@ -212,7 +212,7 @@ TEST_F(JobServiceTest, CreateErrors) {
 
   auto dry = Request("dry");
   dry.set_dry_run(true);
-  EXPECT_EQ(Create(token_a_, dry, &job).error_code(), grpc::StatusCode::UNIMPLEMENTED);
+  EXPECT_EQ(Create(token_a_, dry, &job).error_code(), grpc::StatusCode::UNAVAILABLE);  // no JobControl here
 
   EXPECT_EQ(Create("", Request("x"), &job).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   EXPECT_EQ(Create(cluster_token_, Request("x"), &job).error_code(),

@@ -9,6 +9,7 @@
 #ifndef HERD_COORDINATOR_SERVICES_TRAINER_SERVICE_H_
 #define HERD_COORDINATOR_SERVICES_TRAINER_SERVICE_H_
 
+#include <map>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -17,6 +18,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
+#include "coordinator/job_control.h"
+#include "coordinator/progress_board.h"
 #include "coordinator/registry.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/scheduler.h"
@@ -32,21 +35,26 @@ absl::StatusOr<store::Principal> AuthenticateCaller(const grpc::ServerContext& c
                                                     const store::TokenStore& tokens,
                                                     bool cluster_only);
 
-// Writes what a Scheduler call changed (SchedulerEvents) to the store: worlds formed
-// (JobStore::FormWorld), jobs failed or cancelled (JobStore::Transition), trainers LOST
-// (TrainerStore::SetState). Every event is attempted; the first error is returned.
-absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& events);
+// PersistSchedulerEvents and RunSchedulerTicks are in coordinator/job_control.h.
 
-// Calls Scheduler::Tick (lease expiry, a scheduling pass) every `period` and persists what it
-// changed, logging write failures, until `stop` is notified. Run it on its own thread.
-void RunSchedulerTicks(Scheduler& scheduler, store::Store& store, absl::Notification& stop,
-                       absl::Duration period = absl::Seconds(1));
+struct TrainerServiceOptions {
+  // Deadline of one collective before an engine's watchdog aborts it (Assignment).
+  absl::Duration collective_timeout = absl::Minutes(10);
+  // Most bytes of one uploaded checkpoint (trainers.proto: RESOURCE_EXHAUSTED above).
+  int64_t max_checkpoint_bytes = int64_t{16} << 30;
+};
 
 class TrainerService final : public herd::v1::TrainerService::Service {
  public:
   // None is owned; all outlive the service. `rendezvous` is the one `scheduler` was made with.
-  TrainerService(store::Store* store, Scheduler* scheduler, RendezvousStore* rendezvous)
-      : store_(store), scheduler_(scheduler), rendezvous_(rendezvous) {}
+  // Without `control` (tests of registration alone) the work RPCs answer UNAVAILABLE and
+  // scheduler events are persisted without JobControl's extras; without `progress` progress is
+  // dropped.
+  TrainerService(store::Store* store, Scheduler* scheduler, RendezvousStore* rendezvous,
+                 JobControl* control = nullptr, ProgressBoard* progress = nullptr,
+                 TrainerServiceOptions options = {})
+      : store_(store), scheduler_(scheduler), rendezvous_(rendezvous), control_(control), progress_(progress),
+        options_(options) {}
 
   grpc::Status RegisterTrainer(grpc::ServerContext* context,
                                const herd::v1::RegisterTrainerRequest* request,
@@ -59,17 +67,35 @@ class TrainerService final : public herd::v1::TrainerService::Service {
   grpc::Status GetRendezvousValue(grpc::ServerContext* context,
                                   const herd::v1::GetRendezvousValueRequest* request,
                                   herd::v1::GetRendezvousValueResponse* response) override;
-  // FetchBlob, ReportProgress, UploadCheckpoint, ReportEngineExit: the generated defaults
-  // (UNIMPLEMENTED) until they are built.
+  grpc::Status FetchBlob(grpc::ServerContext* context, const herd::v1::FetchBlobRequest* request,
+                         grpc::ServerWriter<herd::v1::FetchBlobResponse>* writer) override;
+  grpc::Status ReportProgress(grpc::ServerContext* context, const herd::v1::ReportProgressRequest* request,
+                              google::protobuf::Empty* response) override;
+  grpc::Status UploadCheckpoint(grpc::ServerContext* context,
+                                grpc::ServerReader<herd::v1::UploadCheckpointRequest>* reader,
+                                google::protobuf::Empty* response) override;
+  grpc::Status ReportEngineExit(grpc::ServerContext* context, const herd::v1::ReportEngineExitRequest* request,
+                                google::protobuf::Empty* response) override;
 
  private:
   absl::Status Register(const herd::v1::RegisterTrainerRequest& request,
                         herd::v1::RegisterTrainerResponse& response);
+  // The scheduler's part of an assignment plus the job's spec, data, schedule and resume point.
+  absl::Status FillAssignment(const Assignment& a, herd::v1::Assignment* out) const;
+  absl::Status Persist(const SchedulerEvents& events);
+  absl::Status Upload(grpc::ServerReader<herd::v1::UploadCheckpointRequest>& reader);
+  absl::Status Progress(const herd::v1::ReportProgressRequest& request);
 
   // Constant after construction.
   store::Store* const store_;
   Scheduler* const scheduler_;
   RendezvousStore* const rendezvous_;
+  JobControl* const control_;
+  ProgressBoard* const progress_;
+  const TrainerServiceOptions options_;
+
+  absl::Mutex mu_;
+  std::map<std::string, int64_t> last_eval_step_ ABSL_GUARDED_BY(mu_);  // EVALUATED events written
 };
 
 }  // namespace herd::coordinator::services

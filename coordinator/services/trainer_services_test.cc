@@ -9,6 +9,8 @@
 #include "common/rpc/rpc.h"
 #include "common/sha256.h"
 #include "coordinator/clock.h"
+#include "coordinator/job_control.h"
+#include "coordinator/preparation.h"
 #include "coordinator/registry.h"
 #include "coordinator/rendezvous.h"
 #include "coordinator/scheduler.h"
@@ -32,6 +34,7 @@ const std::string kConfigJson = R"({"architectures": ["LlamaForCausalLM"], "num_
   "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4, "num_key_value_heads": 2,
   "vocab_size": 256, "max_position_embeddings": 512, "rope_theta": 500000.0})";
 const std::string kTokenizerJson = R"({"model": {"type": "BPE"}})";
+const std::string kPreparedBytes(3 << 20, 'p');  // three and a bit chunks of FetchBlob
 
 class TrainerServicesTest : public ::testing::Test {
  protected:
@@ -96,6 +99,28 @@ class TrainerServicesTest : public ::testing::Test {
     grpc::Status s = trainers_->RegisterTrainer(Ctx(kClusterToken).get(), Registration(name, true), &out);
     EXPECT_TRUE(s.ok()) << s.error_message();
     return out;
+  }
+
+  // A job of tenant acme that preparation has moved to QUEUED (plan: 40 sequences, 5 steps).
+  std::string PreparedJob(int trainers) {
+    auto data = store_->blobs().Put("{\"text\": \"hello\"}\n");
+    EXPECT_TRUE(data.ok());
+    auto ds = store_->datasets().Create("acme", {.name = "d.jsonl", .blob = *data, .record_count = 1,
+                                                 .format = "text", .validation_json = "{}"});
+    EXPECT_TRUE(ds.ok()) << ds.status();
+    JobSpec spec;
+    spec.base_model = "tiny-llama";
+    spec.dataset = ds->id;
+    spec.resources.trainers = trainers;
+    auto job = store_->jobs().Create("acme", spec, "");
+    EXPECT_TRUE(job.ok()) << job.status();
+    PreparationPlan plan;
+    plan.sequences = 40;
+    EXPECT_TRUE(FillSchedule(job->spec, plan).ok());
+    auto train = store_->blobs().Put(kPreparedBytes);
+    store::PreparedInfo info{.plan_json = plan.ToProtoJson(), .train_data = *train};
+    EXPECT_TRUE(store_->jobs().Prepared(job->id, info).ok());
+    return job->id;
   }
 
   v1::HeartbeatResponse Beat(const v1::RegisterTrainerResponse& reg, const std::vector<v1::AssignmentRef>& held = {}) {
@@ -171,8 +196,9 @@ TEST_F(TrainerServicesTest, HeartbeatDeliversAssignmentsAndRendezvousWorks) {
   v1::RegisterTrainerResponse b = Register("cpu-b");
   EXPECT_EQ(Beat(a).assignments_size(), 0);
 
+  const std::string job_id = PreparedJob(2);
   JobRequest job;
-  job.job_id = "job_1";
+  job.job_id = job_id;
   job.tenant = "acme";
   job.base_model = "tiny-llama";
   job.trainers = 2;
@@ -180,13 +206,21 @@ TEST_F(TrainerServicesTest, HeartbeatDeliversAssignmentsAndRendezvousWorks) {
   auto events = scheduler_->Submit(job);
   ASSERT_TRUE(events.ok()) << events.status();
   ASSERT_EQ(events->started.size(), 1u);
+  ASSERT_TRUE(PersistSchedulerEvents(*store_, *events).ok());
 
   v1::HeartbeatResponse ha = Beat(a);
   v1::HeartbeatResponse hb = Beat(b);
   ASSERT_EQ(ha.assignments_size(), 1);
   ASSERT_EQ(hb.assignments_size(), 1);
   const v1::Assignment& a0 = ha.assignments(0);
-  EXPECT_EQ(a0.ref().job_id(), "job_1");
+  EXPECT_EQ(a0.ref().job_id(), job_id);
+  // The job's part: spec, prepared data, schedule.
+  EXPECT_EQ(a0.spec().training().global_batch_size(), 8);
+  EXPECT_EQ(a0.train_data().sha256(), Sha256Hex(kPreparedBytes));
+  EXPECT_EQ(a0.total_steps(), 5);
+  EXPECT_EQ(a0.steps_per_epoch(), 5);
+  EXPECT_FALSE(a0.has_resume_from());
+  EXPECT_GT(a0.collective_timeout().seconds(), 0);
   EXPECT_EQ(a0.ref().rank(), 0);
   EXPECT_EQ(hb.assignments(0).ref().rank(), 1);
   EXPECT_EQ(a0.world_size(), 2);
@@ -239,7 +273,7 @@ TEST_F(TrainerServicesTest, HeartbeatDeliversAssignmentsAndRendezvousWorks) {
   ASSERT_TRUE(cluster_->ListTrainers(Ctx(user_token_).get(), {}, &listed).ok());
   ASSERT_EQ(listed.trainers_size(), 2);
   EXPECT_EQ(listed.trainers(0).state(), v1::TRAINER_STATE_BUSY);
-  EXPECT_EQ(listed.trainers(0).job_id(), "job_1");
+  EXPECT_EQ(listed.trainers(0).job_id(), job_id);
   EXPECT_EQ(listed.trainers(1).rank(), 1);
 }
 
@@ -342,10 +376,154 @@ TEST_F(TrainerServicesTest, TokensAreChecked) {
   EXPECT_EQ(cluster_->ListModels(Ctx("bad").get(), {}, &models).error_code(), grpc::StatusCode::UNAUTHENTICATED);
   v1::ClusterInfo info;
   EXPECT_EQ(cluster_->GetClusterInfo(Ctx("").get(), {}, &info).error_code(), grpc::StatusCode::UNAUTHENTICATED);
-  // The methods not built yet say so.
+  // Past authentication, a malformed ref is the next problem.
   v1::ReportProgressRequest progress;
   EXPECT_EQ(trainers_->ReportProgress(Ctx(kClusterToken).get(), progress, &empty).error_code(),
-            grpc::StatusCode::UNIMPLEMENTED);
+            grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(trainers_->ReportProgress(Ctx(user_token_).get(), progress, &empty).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST_F(TrainerServicesTest, BlobsProgressCheckpointsAndExits) {
+  v1::RegisterTrainerResponse a = Register("cpu-a");
+  const std::string job_id = PreparedJob(1);
+  JobRequest job{.job_id = job_id, .tenant = "acme", .base_model = "tiny-llama", .trainers = 1,
+                 .global_batch_size = 8};
+  auto events = scheduler_->Submit(job);
+  ASSERT_TRUE(events.ok()) << events.status();
+  ASSERT_TRUE(PersistSchedulerEvents(*store_, *events).ok());
+  v1::HeartbeatResponse ha = Beat(a);
+  ASSERT_EQ(ha.assignments_size(), 1);
+  const v1::AssignmentRef ref = ha.assignments(0).ref();
+  Beat(a, {ref});
+
+  // FetchBlob: the whole blob in chunks of at most 1 MiB, then from an offset.
+  auto fetch = [&](const std::string& sha, int64_t offset, std::string* bytes) {
+    v1::FetchBlobRequest req;
+    req.set_trainer_id(a.trainer_id());
+    *req.mutable_ref() = ref;
+    req.set_sha256(sha);
+    req.set_offset(offset);
+    auto ctx = Ctx(kClusterToken);
+    auto reader = trainers_->FetchBlob(ctx.get(), req);
+    v1::FetchBlobResponse msg;
+    bool first = true;
+    while (reader->Read(&msg)) {
+      if (first) {
+        EXPECT_TRUE(msg.has_blob());
+        EXPECT_EQ(msg.blob().size_bytes(), static_cast<int64_t>(kPreparedBytes.size()));
+        first = false;
+        continue;
+      }
+      EXPECT_LE(msg.chunk().data().size(), 1u << 20);
+      EXPECT_EQ(msg.chunk().offset(), offset + static_cast<int64_t>(bytes->size()));
+      bytes->append(msg.chunk().data());
+    }
+    return reader->Finish();
+  };
+  const std::string sha = Sha256Hex(kPreparedBytes);
+  std::string whole, tail;
+  ASSERT_TRUE(fetch(sha, 0, &whole).ok());
+  EXPECT_EQ(whole, kPreparedBytes);
+  ASSERT_TRUE(fetch(sha, 5, &tail).ok());
+  EXPECT_EQ(tail, kPreparedBytes.substr(5));
+  std::string none;
+  EXPECT_EQ(fetch(Sha256Hex(kConfigJson), 0, &none).error_code(), grpc::StatusCode::NOT_FOUND);  // not named
+  EXPECT_EQ(fetch(sha, int64_t{1} << 40, &none).error_code(), grpc::StatusCode::OUT_OF_RANGE);
+
+  // ReportProgress: points of this rank; another rank's point is refused.
+  v1::ReportProgressRequest progress;
+  progress.set_trainer_id(a.trainer_id());
+  *progress.mutable_ref() = ref;
+  for (int step = 1; step <= 2; ++step) {
+    v1::ProgressPoint* p = progress.add_points();
+    p->set_rank(0);
+    p->set_step(step);
+    p->set_total_steps(5);
+    p->set_loss(2.0 / step);
+    p->set_tokens(100);
+  }
+  v1::EvalPoint* eval = progress.add_evals();
+  eval->set_step(2);
+  eval->set_eval_loss(1.5);
+  google::protobuf::Empty empty;
+  ASSERT_TRUE(trainers_->ReportProgress(Ctx(kClusterToken).get(), progress, &empty).ok());
+  ASSERT_TRUE(trainers_->ReportProgress(Ctx(kClusterToken).get(), progress, &empty).ok());  // a retry
+  auto history = store_->jobs().Events(job_id, 0);
+  ASSERT_TRUE(history.ok());
+  EXPECT_EQ(std::count_if(history->begin(), history->end(),
+                          [](const store::JobEvent& e) { return e.type == store::JobEventType::kEvaluated; }),
+            1) << "one EVALUATED event, whatever the retries";
+  progress.mutable_points(0)->set_rank(1);
+  EXPECT_EQ(trainers_->ReportProgress(Ctx(kClusterToken).get(), progress, &empty).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
+
+  // UploadCheckpoint: a periodic checkpoint of two files, streamed back to back.
+  const std::string config = "{\"r\": 4}", weights(1500000, 'w');
+  auto upload = [&](int64_t step, const std::string& weights_bytes, int64_t gap) {
+    auto ctx = Ctx(kClusterToken);
+    auto writer = trainers_->UploadCheckpoint(ctx.get(), &empty);
+    v1::UploadCheckpointRequest header;
+    v1::CheckpointHeader* h = header.mutable_header();
+    h->set_trainer_id(a.trainer_id());
+    *h->mutable_ref() = ref;
+    h->set_step(step);
+    std::vector<store::NamedBlob> named = {
+        {.name = "adapter_config.json", .blob = {.sha256 = Sha256Hex(config), .size_bytes = static_cast<int64_t>(config.size())}},
+        {.name = "adapter_model.safetensors", .blob = {.sha256 = Sha256Hex(weights), .size_bytes = static_cast<int64_t>(weights.size())}}};
+    for (const auto& n : named) {
+      v1::FileInfo* f = h->mutable_manifest()->add_files();
+      f->set_name(n.name);
+      f->set_size_bytes(n.blob.size_bytes);
+      f->set_sha256(n.blob.sha256);
+    }
+    h->mutable_manifest()->set_total_size_bytes(static_cast<int64_t>(config.size() + weights.size()));
+    h->mutable_manifest()->set_sha256(store::ManifestDigest(named));
+    writer->Write(header);
+    const std::string stream = config + weights_bytes;
+    for (size_t off = 0; off < stream.size(); off += 1 << 20) {
+      v1::UploadCheckpointRequest chunk;
+      chunk.mutable_chunk()->set_offset(static_cast<int64_t>(off) + (off > 0 ? gap : 0));
+      chunk.mutable_chunk()->set_data(stream.substr(off, 1 << 20));
+      if (!writer->Write(chunk)) break;
+    }
+    writer->WritesDone();
+    return writer->Finish();
+  };
+  std::string corrupt = weights;
+  corrupt[10] = 'x';
+  EXPECT_EQ(upload(3, corrupt, 0).error_code(), grpc::StatusCode::DATA_LOSS);
+  EXPECT_EQ(upload(3, weights, 7).error_code(), grpc::StatusCode::ABORTED);
+  grpc::Status stored = upload(3, weights, 0);
+  ASSERT_TRUE(stored.ok()) << stored.error_message();
+  EXPECT_TRUE(upload(3, weights, 0).ok());  // a retry of a stored step
+  auto ck = store_->checkpoints().Get(job_id, 3);
+  ASSERT_TRUE(ck.ok()) << ck.status();
+  EXPECT_EQ(ck->files.size(), 2u);
+  EXPECT_EQ(store_->blobs().Read(ck->files[1].blob.sha256).value(), weights);
+
+  // ReportEngineExit: an engine error fails the job with the engine's words in its history.
+  v1::ReportEngineExitRequest exit;
+  exit.set_trainer_id(a.trainer_id());
+  *exit.mutable_ref() = ref;
+  EXPECT_EQ(trainers_->ReportEngineExit(Ctx(kClusterToken).get(), exit, &empty).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);  // reason UNSPECIFIED
+  exit.set_reason(v1::ENGINE_EXIT_REASON_ERROR);
+  exit.mutable_failure()->set_code("RESOURCE_EXHAUSTED");
+  exit.mutable_failure()->set_message("out of memory at step 4");
+  exit.set_stderr_tail("the end of the log");
+  ASSERT_TRUE(trainers_->ReportEngineExit(Ctx(kClusterToken).get(), exit, &empty).ok());
+  auto failed = store_->jobs().GetById(job_id);
+  ASSERT_TRUE(failed.ok());
+  EXPECT_EQ(failed->state, store::JobState::kFailed);
+  history = store_->jobs().Events(job_id, 0);
+  ASSERT_TRUE(history.ok());
+  EXPECT_TRUE(std::any_of(history->begin(), history->end(), [](const store::JobEvent& e) {
+    return e.type == store::JobEventType::kRankFailed && e.message.find("out of memory") != std::string::npos;
+  }));
+  // The job has moved on: the ref is stale now.
+  EXPECT_EQ(trainers_->ReportProgress(Ctx(kClusterToken).get(), progress, &empty).error_code(),
+            grpc::StatusCode::FAILED_PRECONDITION);
 }
 
 }  // namespace

@@ -154,6 +154,33 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
           "the same file uploads again", out, err)
 
 
+def publish_tiny_model(args, endpoint, cluster_token, herd, token, tmp):
+    """A trainer holding the tiny model registers (publishing it, DESIGN.md §3 step 3) and leaves
+    again, so jobs on it can be submitted but none runs."""
+    models = os.path.join(tmp, "models")
+    subprocess.run([args.make_tiny_model, "--out", os.path.join(models, "tiny-llama")], check=True,
+                   capture_output=True, timeout=CALL_TIMEOUT_S)
+    token_file = os.path.join(tmp, "cluster.token")
+    with open(token_file, "w") as f:
+        f.write(cluster_token + "\n")
+    log = os.path.join(tmp, "trainer.log")
+    trainer = subprocess.Popen([args.trainer, "--coordinator", endpoint, "--models", models, "--name", "publisher",
+                                "--token-file", token_file], cwd=tmp, stdout=open(log, "w"),
+                               stderr=subprocess.STDOUT, preexec_fn=die_with_parent)
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            rc, out, _ = herd(token, "models", "list", "-o", "json")
+            if rc == 0 and any(m.get("name") == "tiny-llama" for m in json.loads(out)):
+                break
+            time.sleep(0.1)  # polling interval of a bounded wait on an observable condition
+        else:
+            check(False, "the trainer publishes tiny-llama", open(log).read())
+    finally:
+        trainer.terminate()
+        trainer.wait(timeout=READY_TIMEOUT_S)
+
+
 def run_scenario(name, scenario, description):
     """Parses --coordinator/--herd/--samples, makes two tenants' tokens, starts a coordinator on
     127.0.0.1 port 0, runs scenario(herd, tok_a, tok_b, samples, tmp), and stops the coordinator
@@ -162,6 +189,8 @@ def run_scenario(name, scenario, description):
     parser.add_argument("--coordinator", required=True)
     parser.add_argument("--herd", required=True)
     parser.add_argument("--samples", required=True)
+    parser.add_argument("--trainer", help="herd-trainer: publish the tiny model before the scenario")
+    parser.add_argument("--make-tiny-model", help="herd-make-tiny-model (with --trainer)")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix=f"herd-{name}-") as tmp:
@@ -169,6 +198,12 @@ def run_scenario(name, scenario, description):
         # Tokens first: `token create` opens the data dir, which the running coordinator locks.
         tok_a = make_token(args.coordinator, data_dir, "acme")
         tok_b = make_token(args.coordinator, data_dir, "globex")
+        cluster_token = None
+        if args.trainer:
+            p = subprocess.run([args.coordinator, "token", "create", "--cluster", "--data-dir", data_dir],
+                               capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
+            check(p.returncode == 0, "token create --cluster", p.stderr)
+            cluster_token = p.stdout.strip()
         ready = os.path.join(tmp, "ready")
         log_path = os.path.join(tmp, "coordinator.log")
         with open(log_path, "w") as log:
@@ -179,6 +214,8 @@ def run_scenario(name, scenario, description):
         try:
             port = wait_ready(proc, ready, log_path)
             herd = Herd(args.herd, f"127.0.0.1:{port}", tmp)
+            if args.trainer:
+                publish_tiny_model(args, f"127.0.0.1:{port}", cluster_token, herd, tok_a, tmp)
             try:
                 scenario(herd, tok_a, tok_b, args.samples, tmp)
             except SystemExit:

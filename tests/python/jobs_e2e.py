@@ -2,7 +2,7 @@
 """Submitting jobs end to end (DESIGN.md §3 step 2, §8, §11): a real herd-coordinator on 127.0.0.1
 port 0 with a temp data dir and two tenants' tokens; the `herd` CLI uploads a dataset, submits a
 job file (idempotency key: same spec -> same job, other spec -> refused), lists and gets it in
-VALIDATING, hides it from another tenant (exit 3), cancels it (CANCELLED, with an event), and
+VALIDATING or QUEUED (a trainer published the tiny model and left, so nothing runs), hides it from another tenant (exit 3), cancels it (CANCELLED, with an event), and
 rejects a bad job file naming the line and field (exit 2) and an unknown dataset (exit 3). The
 coordinator is killed when the test ends, also on failure, and dies with this process."""
 import json
@@ -19,7 +19,11 @@ training:
   micro_batch_size: 1
   global_batch_size: 4
   max_seq_len: 256
+resources: {{trainers: 2}}  # more than ever register here: the jobs wait
 """
+
+
+WAITING = ("JOB_STATE_VALIDATING", "JOB_STATE_QUEUED")
 
 
 def write(path, text):
@@ -54,16 +58,16 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
     rc, out, err = herd(tok_a, "jobs", "list", "-o", "json")
     listed = json.loads(out) if rc == 0 else []
     check(rc == 0 and [j["id"] for j in listed] == [second_id, job_id]
-          and all(j["state"] == "JOB_STATE_VALIDATING" for j in listed),
-          "list shows both jobs VALIDATING, newest first", out, err)
+          and all(j["state"] in WAITING for j in listed),
+          "list shows both jobs waiting (VALIDATING or QUEUED), newest first", out, err)
     rc, out, err = herd(tok_a, "jobs", "list", "--name-prefix", "support")
-    check(rc == 0 and job_id in out and second_id not in out and "VALIDATING" in out,
+    check(rc == 0 and job_id in out and second_id not in out and ("VALIDATING" in out or "QUEUED" in out),
           "list --name-prefix (text)", out, err)
 
     rc, out, err = herd(tok_a, "jobs", "get", job_id, "-o", "json")
     j = json.loads(out) if rc == 0 else {}
     spec = j.get("spec", {})
-    check(rc == 0 and j.get("state") == "JOB_STATE_VALIDATING" and j.get("idempotency_key") == "k-1"
+    check(rc == 0 and j.get("state") in WAITING and j.get("idempotency_key") == "k-1"
           and spec.get("dataset_id") == ds_id and spec.get("name") == "support-bot"
           and spec.get("lora", {}).get("r") == 8
           and len(spec.get("lora", {}).get("target_modules", [])) == 7
@@ -71,7 +75,7 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
           and spec.get("checkpoints", {}).get("every_steps") in (100, "100"),
           "get returns the job with its spec, defaults filled in", out, err)
     rc, out, err = herd(tok_a, "jobs", "get", job_id)
-    check(rc == 0 and "VALIDATING" in out and job_id in out, "get (text)", out, err)
+    check(rc == 0 and ("VALIDATING" in out or "QUEUED" in out) and job_id in out, "get (text)", out, err)
 
     # Another tenant: the job answers exactly like a missing one.
     missing = "job_" + "z" * 26
@@ -90,8 +94,9 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
           and j.get("failure", {}).get("code") == "CANCELLED", "cancel -> CANCELLED", out, err)
     rc, out, err = herd(tok_a, "jobs", "events", job_id, "-o", "json")
     events = json.loads(out) if rc == 0 else []
-    check(rc == 0 and len(events) == 2 and events[-1].get("state") == "JOB_STATE_CANCELLED"
-          and events[-1].get("previous_state") == "JOB_STATE_VALIDATING",
+    check(rc == 0 and events[0].get("state") == "JOB_STATE_VALIDATING"
+          and events[-1].get("state") == "JOB_STATE_CANCELLED"
+          and events[-1].get("previous_state") in WAITING,
           "events list the cancellation", out, err)
     rc, out, err = herd(tok_a, "jobs", "events", job_id)
     check(rc == 0 and "STATE_CHANGED" in out, "events (text)", out, err)
@@ -119,6 +124,9 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
     check(rc == 3, "another tenant's dataset exits 3", out, err)
     rc, out, err = herd(None, "jobs", "list")
     check(rc == 4, "no token exits 4", out, err)
+    # A base model no trainer ever published: refused at submission (exit 2), nothing made.
+    rc, out, err = herd(tok_a, "jobs", "submit", job_file, "--base-model", "llama-nowhere")
+    check(rc == 2 and "llama-nowhere" in err and out.strip() == "", "an unknown base model exits 2", out, err)
 
     # A local path as the dataset: the CLI uploads it first and submits with the new id.
     local = write(os.path.join(tmp, "local.yaml"), JOB_YAML.format(dataset=os.path.join(samples, "support_chat.jsonl")))

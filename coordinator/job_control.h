@@ -1,0 +1,114 @@
+// A job's life at the coordinator outside the gRPC skins (DESIGN.md §3): preparation of new
+// jobs on a worker thread, submission to the Scheduler, persisting what the Scheduler decided,
+// cancellation, the publication checks of the final adapter, and picking up where things were
+// after a restart. Domain code: no grpc++ includes; the services call it.
+//
+// Restart (DESIGN.md §3.9), as built today: VALIDATING jobs are prepared again, QUEUED jobs are
+// queued again in their old order, and a job that was RUNNING goes RECOVERING and is queued to
+// form its next generation, resuming from its newest stored checkpoint (the agents' engines of
+// the old generation are cancelled when they register again). A job with a stored final adapter
+// is published. Keeping the old world running through a grace period is the next step.
+#ifndef HERD_COORDINATOR_JOB_CONTROL_H_
+#define HERD_COORDINATOR_JOB_CONTROL_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <thread>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "common/job_spec.h"
+#include "coordinator/preparation.h"
+#include "coordinator/scheduler.h"
+#include "coordinator/store/checkpoint_store.h"
+#include "coordinator/store/store.h"
+
+namespace herd::coordinator {
+
+// Persists what a Scheduler call decided: trainers LOST, worlds formed (RUNNING, with the step
+// they resume from), jobs FAILED or CANCELLED. Returns the first error (the rest is still tried).
+absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& events);
+
+// Lease expiry and scheduling passes every `period` until `stop`; persists their outcome.
+void RunSchedulerTicks(Scheduler& scheduler, store::Store& store, absl::Notification& stop,
+                       absl::Duration period = absl::Seconds(1));
+
+// The scheduler's view of a stored job.
+JobRequest MakeJobRequest(const store::JobRecord& job);
+
+struct JobControlOptions {
+  PreparerOptions preparer;
+  // Called (on the caller's thread) whenever a job reaches a final state through this class.
+  std::function<void(const std::string& job_id)> on_final;
+};
+
+class JobControl {
+ public:
+  // Neither is owned; both outlive this object.
+  JobControl(store::Store* store, Scheduler* scheduler, JobControlOptions options);
+  ~JobControl();  // stops the worker
+
+  // Starts the preparation worker.
+  void Start();
+  // Stops it; a preparation in flight is killed with its process group and re-run at the next
+  // start (the job is still VALIDATING).
+  void Stop();
+
+  // After a restart (see the top of this file). Call before serving.
+  absl::Status Restore();
+
+  // CreateJob's checks that need the cluster: the base model has been registered, and
+  // max_seq_len fits its max positions. FAILED_PRECONDITION otherwise.
+  absl::Status CheckSpec(const JobSpec& spec) const;
+  // Queues a VALIDATING job for preparation.
+  void Prepare(const std::string& job_id);
+  // Prepares synchronously and keeps nothing (CreateJob dry_run). FAILED_PRECONDITION with the
+  // reason when preparation fails; NOT_FOUND datasets unknown to the tenant.
+  absl::StatusOr<PreparationPlan> DryRun(std::string_view tenant, const JobSpec& spec) const;
+  // CancelJob: CANCELLED at once (store), then the scheduler lets go of it.
+  absl::StatusOr<store::JobRecord> Cancel(std::string_view tenant, std::string_view id, std::string_view reason);
+
+  // The final adapter of `job_id` arrived (files stored as blobs): checks it (every tensor
+  // present, finite, shaped as the model and LoRA config say), stores it, PUBLISHING, SUCCEEDED.
+  // INVALID_ARGUMENT when the checks fail (the job is FAILED); the store's errors otherwise.
+  absl::Status PublishFinal(const std::string& job_id, const store::NewCheckpoint& checkpoint);
+
+  // Persist() plus on_final for jobs that ended.
+  absl::Status Persist(const SchedulerEvents& events);
+
+  // For tests: blocks until no preparation is queued or running.
+  void WaitForIdle();
+
+ private:
+  absl::StatusOr<PreparationInput> Inputs(std::string_view tenant, const JobSpec& spec) const;
+  // Prepares one job and moves it to QUEUED (submitting it) or FAILED.
+  void PrepareOne(const std::string& job_id);
+  void WorkerLoop();
+  void Ended(const std::string& job_id);
+
+  // Constant after construction.
+  store::Store* const store_;
+  Scheduler* const scheduler_;
+  const JobControlOptions options_;
+  const Preparer preparer_;
+
+  absl::Mutex mu_;
+  std::deque<std::string> pending_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::atomic<bool> cancel_{false};  // kills a preparation in flight
+  std::thread worker_;
+};
+
+}  // namespace herd::coordinator
+
+#endif  // HERD_COORDINATOR_JOB_CONTROL_H_
