@@ -17,7 +17,7 @@ trap 'echo "setup.sh: FAILED during: $step" >&2' ERR
 packages=(
   build-essential cmake ninja-build pkg-config ccache git binutils file
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler libabsl-dev
-  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libssl-dev
+  libyaml-cpp-dev nlohmann-json3-dev libcli11-dev libssl-dev openssl
   libsentencepiece-dev sentencepiece
   libsqlite3-dev sqlite3
   libgtest-dev libgmock-dev

@@ -3,6 +3,9 @@
 
 #include <unistd.h>
 
+#include <cstdlib>
+#include <utility>
+
 #include "absl/strings/numbers.h"
 #include "common/file_util.h"
 #include "gtest/gtest.h"
@@ -66,6 +69,56 @@ TEST(RpcTest, ServerOnPortZeroWritesReadyFileAndAcceptsConnections) {
   started->server->Shutdown();
   absl::Status after = CheckHealth(**channel, "test", absl::Seconds(5));
   EXPECT_EQ(after.code(), absl::StatusCode::kUnavailable) << after;
+}
+
+// A self-signed certificate for 127.0.0.1 (it is its own CA), made with the openssl tool.
+std::pair<std::string, std::string> SelfSigned(const std::string& dir, const std::string& name) {
+  const std::string cert = dir + "/" + name + ".pem", key = dir + "/" + name + ".key";
+  const std::string cmd = "openssl req -x509 -newkey rsa:2048 -nodes -keyout " + key + " -out " + cert +
+                          " -days 1 -subj /CN=" + name +
+                          " -addext subjectAltName=IP:127.0.0.1,DNS:localhost >/dev/null 2>&1";
+  EXPECT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  return {cert, key};
+}
+
+TEST(RpcTest, TlsFromConfigAndMutualTls) {
+  const std::string dir = ::testing::TempDir() + "/rpc_tls_" + std::to_string(::getpid());
+  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  const auto [server_cert, server_key] = SelfSigned(dir, "server");
+  const auto [client_cert, client_key] = SelfSigned(dir, "client");
+
+  // TLS: a client trusting the server's CA gets in; a plaintext client does not.
+  ServerOptions o;
+  o.tls = {server_cert, server_key, ""};
+  auto started = StartServer(o, {});
+  ASSERT_TRUE(started.ok()) << started.status();
+  const std::string target = "127.0.0.1:" + std::to_string(started->port);
+  auto tls = MakeChannel({.target = target, .ca_file = server_cert});
+  ASSERT_TRUE(tls.ok()) << tls.status();
+  EXPECT_TRUE(CheckHealth(**tls, target, absl::Seconds(30)).ok());
+  auto plain = MakeChannel({.target = target});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(CheckHealth(**plain, target, absl::Seconds(5)).code(), absl::StatusCode::kUnavailable);
+  // A client that trusts another CA refuses the server.
+  auto wrong_ca = MakeChannel({.target = target, .ca_file = client_cert});
+  ASSERT_TRUE(wrong_ca.ok());
+  EXPECT_EQ(CheckHealth(**wrong_ca, target, absl::Seconds(5)).code(), absl::StatusCode::kUnavailable);
+  started->server->Shutdown();
+
+  // mTLS (agents): the server requires a client certificate signed by its client CA.
+  o.tls.client_ca_file = client_cert;
+  auto mtls = StartServer(o, {});
+  ASSERT_TRUE(mtls.ok()) << mtls.status();
+  const std::string mtarget = "127.0.0.1:" + std::to_string(mtls->port);
+  auto with_cert = MakeChannel({.target = mtarget, .ca_file = server_cert, .cert_file = client_cert,
+                                .key_file = client_key});
+  ASSERT_TRUE(with_cert.ok()) << with_cert.status();
+  EXPECT_TRUE(CheckHealth(**with_cert, mtarget, absl::Seconds(30)).ok());
+  auto without_cert = MakeChannel({.target = mtarget, .ca_file = server_cert});
+  ASSERT_TRUE(without_cert.ok());
+  EXPECT_EQ(CheckHealth(**without_cert, mtarget, absl::Seconds(5)).code(), absl::StatusCode::kUnavailable);
+  mtls->server->Shutdown();
+  ASSERT_EQ(std::system(("rm -rf " + dir).c_str()), 0);
 }
 
 }  // namespace
