@@ -150,6 +150,8 @@ int main(int argc, char** argv) {
   job_submit->add_option("--dataset", submit.dataset, "Dataset id (overrides the file)");
   job_submit->add_option("--name", submit.name, "Job label (overrides the file)");
   job_submit->add_option("--base-model", submit.base_model, "Base model (overrides the file)");
+  job_submit->add_flag("--dry-run", submit.dry_run,
+                       "Prepare only: print records, tokens, sequences, packing efficiency and steps; create nothing");
   job_submit->add_option("--idempotency-key", submit.idempotency_key,
                          "Retry key: the same key and spec return the same job (default: a fresh random key)");
   CLI::App* job_list = jobs->add_subcommand("list", "List your jobs, newest first");

@@ -146,13 +146,40 @@ int SubmitJob(const ClientConfig& config, const SubmitOptions& options, bool jso
   herd::v1::CreateJobRequest request;
   rpc::JobSpecToProto(*spec, request.mutable_spec());
   request.set_idempotency_key(options.idempotency_key.empty() ? RandomKey() : options.idempotency_key);
+  request.set_dry_run(options.dry_run);
   grpc::ClientContext context;
-  client->Prepare(&context);
+  // A dry run reads and tokenises the whole dataset at the coordinator.
+  PrepareCall(client->config, &context, options.dry_run ? absl::Minutes(30) : kCallDeadline);
   herd::v1::Job job;
   absl::Status s = herd::rpc::FromGrpc(client->stub->CreateJob(&context, request, &job));
   if (!s.ok()) return Fail(&*client, s);
+  if (options.dry_run && !json) {
+    std::cout << DescribePlan(job.plan(), spec->training.max_seq_len);
+    return kOk;
+  }
   std::cout << (json ? MessageToJson(job) : job.id()) << "\n";
   return kOk;
+}
+
+std::string DescribePlan(const herd::v1::PreparationPlan& p, int64_t max_seq_len) {
+  std::ostringstream out;
+  out << "format:             " << herd::v1::RecordFormat_Name(p.format()) << "\n";
+  if (p.chat_template() != herd::v1::CHAT_TEMPLATE_UNSPECIFIED) {
+    out << "chat template:      " << herd::v1::ChatTemplate_Name(p.chat_template()) << "\n";
+  }
+  out << "records:            " << p.records() << " for training (" << p.records_truncated() << " truncated, "
+      << p.records_dropped() << " dropped), " << p.validation_records() << " for validation\n";
+  out << "tokens:             " << p.tokens() << " (" << p.trained_tokens() << " trained)\n";
+  out << "sequences:          " << p.sequences() << " of " << max_seq_len << " tokens ("
+      << p.validation_sequences() << " for validation)\n";
+  char efficiency[32];
+  std::snprintf(efficiency, sizeof(efficiency), "%.1f%%", 100.0 * p.packing_efficiency());
+  out << "packing efficiency: " << efficiency << "\n";
+  out << "steps per epoch:    " << p.steps_per_epoch() << "\n";
+  out << "total steps:        " << p.total_steps() << " on " << p.world_size() << " trainer(s), "
+      << p.grad_accum_steps() << " micro-batches accumulated per step\n";
+  for (const std::string& w : p.warnings()) out << "warning: " << w << "\n";
+  return out.str();
 }
 
 int ListJobs(const ClientConfig& config, const std::vector<std::string>& states,

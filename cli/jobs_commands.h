@@ -10,6 +10,7 @@
 
 #include "absl/status/statusor.h"
 #include "cli/client_config.h"
+#include "herd/v1/jobs.pb.h"
 #include "common/job_spec.h"
 
 namespace herd::cli {
@@ -20,14 +21,19 @@ struct SubmitOptions {
   std::string name;             // overrides `name` when not empty
   std::string base_model;       // overrides `base_model` when not empty
   std::string idempotency_key;  // "" = a fresh random key for this submission
+  bool dry_run = false;         // prepare only and print the plan; nothing is created
 };
+
+// The preparation plan of a dry run, for people: records, tokens, sequences, packing, steps.
+std::string DescribePlan(const herd::v1::PreparationPlan& plan, int64_t max_seq_len);
 
 // The job file with the flags applied and validated. INVALID_ARGUMENT "FILE:LINE: FIELD: reason"
 // (the line of the field in the file; no line for a field set by a flag or left at its default);
 // NOT_FOUND when the file cannot be read.
 absl::StatusOr<JobSpec> LoadSubmission(const SubmitOptions& options);
 
-// Submits the job file; prints the job id (exit 2 for a bad file, naming file:line:field).
+// Submits the job file; prints the job id (exit 2 for a bad file, naming file:line:field). With
+// dry_run, prints the plan instead (a failed preparation exits 2 with its reason).
 int SubmitJob(const ClientConfig& config, const SubmitOptions& options, bool json);
 // `states` are job-state names ("running", "JOB_STATE_RUNNING"); empty = all.
 int ListJobs(const ClientConfig& config, const std::vector<std::string>& states,

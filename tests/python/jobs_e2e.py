@@ -55,6 +55,14 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
     check(rc == 0 and second_id.startswith("job_") and second_id != job_id,
           "a submission without a key makes a new job", out, err)
 
+    # A dry run prepares at the coordinator and prints the plan; it creates nothing.
+    rc, out, err = herd(tok_a, "jobs", "submit", job_file, "--dry-run")
+    check(rc == 0 and "total steps:" in out and "packing efficiency:" in out and "sequences:" in out
+          and "PROMPT_COMPLETION" in out, "submit --dry-run prints the plan", out, err)
+    rc, out, err = herd(tok_a, "jobs", "submit", job_file, "--dry-run", "-o", "json")
+    plan = json.loads(out).get("plan", {}) if rc == 0 else {}
+    check(rc == 0 and int(plan.get("total_steps", 0)) > 0 and int(plan.get("sequences", 0)) > 0
+          and json.loads(out).get("id", "") == "", "submit --dry-run -o json: the plan, no id", out, err)
     rc, out, err = herd(tok_a, "jobs", "list", "-o", "json")
     listed = json.loads(out) if rc == 0 else []
     check(rc == 0 and [j["id"] for j in listed] == [second_id, job_id]
