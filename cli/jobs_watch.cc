@@ -309,6 +309,9 @@ int WatchJob(const ClientConfig& config, const WatchOptions& options) {
     if (interrupts.interrupted()) return interrupted();
     grpc::ClientContext context;
     PrepareCall(config, &context, options.stream_deadline);
+    // PrepareCall's deadline has whole seconds; a stream's may be shorter (tests).
+    context.set_deadline(std::chrono::system_clock::now() +
+                         absl::ToChronoMilliseconds(options.stream_deadline));
     herd::v1::WatchJobRequest request;
     request.set_id(options.id);
     request.set_after_sequence(after);
@@ -344,7 +347,6 @@ int WatchJob(const ClientConfig& config, const WatchOptions& options) {
     }
     if (ended) context.TryCancel();  // the server ends the stream here anyway
     const absl::Status status = herd::rpc::FromGrpc(reader->Finish());
-    std::cerr << "DBG " << absl::FormatTime("%S.%E3f", absl::Now(), absl::UTCTimeZone()) << " status " << status << " received " << received << " backoff " << backoff << "\n";
     interrupts.SetCall(nullptr);
     if (interrupts.interrupted()) return interrupted();
     if (ended || (status.ok() && ExitCodeForFinalState(state) >= 0)) {
@@ -365,8 +367,9 @@ int WatchJob(const ClientConfig& config, const WatchOptions& options) {
     }
     if (now - last_contact > options.give_up_after) {
       display.Close();
-      return FailCall(&config, status.ok() ? absl::UnavailableError("the watch stream keeps ending early")
-                                           : status);
+      return FailCall(&config, status.ok()
+                                   ? absl::UnavailableError("the watch stream keeps ending early")
+                                   : status);
     }
     if (!interrupts.Wait(backoff)) return interrupted();
     backoff = std::min(backoff * 2, kMaxBackoff);

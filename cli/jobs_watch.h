@@ -31,6 +31,7 @@ struct WatchOptions {
   std::function<void(const herd::v1::WatchJobResponse&)> on_message;
 };
 
+// Follows the job until the stream ends at its final state or Ctrl-C; returns the exit code.
 int WatchJob(const ClientConfig& config, const WatchOptions& options);
 
 // The pieces of the display, pure so that they can be tested.

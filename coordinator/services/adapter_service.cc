@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "common/rpc/rpc.h"
+#include "common/status.h"
 #include "common/strings.h"
 #include "coordinator/services/auth.h"
 #include "coordinator/services/convert.h"
@@ -36,7 +37,7 @@ void ToProto(const store::CheckpointRecord& in, herd::v1::Checkpoint* out) {
 }
 
 absl::Status CheckDownloadRequest(const herd::v1::DownloadAdapterRequest& request) {
-  if (request.job_id().empty()) return absl::InvalidArgumentError("job_id: must not be empty");
+  HERD_RETURN_IF_ERROR(CheckId("job_id", request.job_id()));
   if (request.has_step() && request.step() < 0) {
     return absl::InvalidArgumentError(StrCat("step: ", request.step(), " is negative"));
   }
@@ -57,8 +58,8 @@ grpc::Status AdapterService::ListCheckpoints(grpc::ServerContext* context,
                                              herd::v1::ListCheckpointsResponse* response) {
   auto tenant = AuthenticateUser(*context, *tokens_);
   if (!tenant.ok()) return ToGrpc(tenant.status());
-  if (request->job_id().empty()) {
-    return ToGrpc(absl::InvalidArgumentError("job_id: must not be empty"));
+  if (absl::Status bad_id = CheckId("job_id", request->job_id()); !bad_id.ok()) {
+    return ToGrpc(bad_id);
   }
   if (request->page_size() < 0) {
     return ToGrpc(absl::InvalidArgumentError("page_size: must not be negative"));

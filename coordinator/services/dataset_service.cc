@@ -97,8 +97,8 @@ grpc::Status DatasetService::QueryUpload(grpc::ServerContext* context,
                                          herd::v1::Upload* response) {
   auto tenant = AuthenticateUser(*context, *tokens_);
   if (!tenant.ok()) return ToGrpc(tenant.status());
-  if (request->upload_id().empty()) {
-    return ToGrpc(absl::InvalidArgumentError("upload_id: must not be empty"));
+  if (absl::Status bad_id = CheckId("upload_id", request->upload_id()); !bad_id.ok()) {
+    return ToGrpc(bad_id);
   }
   auto upload = uploads_->Query(*tenant, request->upload_id());
   if (!upload.ok()) return ToGrpc(upload.status());
@@ -116,7 +116,7 @@ grpc::Status DatasetService::UploadDataset(
     return ToGrpc(absl::InvalidArgumentError("the first message must be an UploadHeader"));
   }
   const std::string upload_id = message.header().upload_id();
-  if (upload_id.empty()) return ToGrpc(absl::InvalidArgumentError("header.upload_id: must not be empty"));
+  if (absl::Status bad_id = CheckId("header.upload_id", upload_id); !bad_id.ok()) return ToGrpc(bad_id);
   auto upload = uploads_->Query(*tenant, upload_id);
   if (!upload.ok()) return ToGrpc(upload.status());
 
@@ -172,7 +172,7 @@ grpc::Status DatasetService::GetDataset(grpc::ServerContext* context,
                                         herd::v1::Dataset* response) {
   auto tenant = AuthenticateUser(*context, *tokens_);
   if (!tenant.ok()) return ToGrpc(tenant.status());
-  if (request->id().empty()) return ToGrpc(absl::InvalidArgumentError("id: must not be empty"));
+  if (absl::Status bad_id = CheckId("id", request->id()); !bad_id.ok()) return ToGrpc(bad_id);
   auto dataset = uploads_->Get(*tenant, request->id());
   if (!dataset.ok()) return ToGrpc(dataset.status());
   ToProto(*dataset, response);
@@ -201,7 +201,7 @@ grpc::Status DatasetService::DeleteDataset(grpc::ServerContext* context,
                                            google::protobuf::Empty* /*response*/) {
   auto tenant = AuthenticateUser(*context, *tokens_);
   if (!tenant.ok()) return ToGrpc(tenant.status());
-  if (request->id().empty()) return ToGrpc(absl::InvalidArgumentError("id: must not be empty"));
+  if (absl::Status bad_id = CheckId("id", request->id()); !bad_id.ok()) return ToGrpc(bad_id);
   return ToGrpc(uploads_->Delete(*tenant, request->id()));
 }
 

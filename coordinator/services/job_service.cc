@@ -16,6 +16,7 @@
 #include "coordinator/job_control.h"
 #include "coordinator/progress_board.h"
 #include "coordinator/services/job_convert.h"
+#include "coordinator/store/store_util.h"
 
 namespace herd::coordinator::services {
 namespace {
@@ -87,6 +88,11 @@ grpc::Status JobService::CreateJob(grpc::ServerContext* context,
   auto spec = rpc::JobSpecFromProto(request->spec());
   if (!spec.ok()) return ToGrpc(spec.status());
   if (absl::Status s = spec->Validate(); !s.ok()) return ToGrpc(s);
+  // Names first (common.proto rules), before anything looks them up or echoes them.
+  if (!spec->name.empty()) {
+    if (absl::Status s = store::ValidateName("spec.name", spec->name); !s.ok()) return ToGrpc(s);
+  }
+  if (absl::Status s = store::ValidateName("spec.base_model", spec->base_model); !s.ok()) return ToGrpc(s);
   if (control_ != nullptr) {
     if (absl::Status s = control_->CheckSpec(*spec); !s.ok()) return ToGrpc(s);
   }
@@ -116,7 +122,7 @@ grpc::Status JobService::GetJob(grpc::ServerContext* context, const herd::v1::Ge
                                 herd::v1::Job* response) {
   auto tenant = AuthenticateUser(*context, *tokens_);
   if (!tenant.ok()) return ToGrpc(tenant.status());
-  if (request->id().empty()) return ToGrpc(absl::InvalidArgumentError("id: must not be empty"));
+  if (absl::Status bad_id = CheckId("id", request->id()); !bad_id.ok()) return ToGrpc(bad_id);
   auto job = jobs_->Get(*tenant, request->id());
   if (!job.ok()) return ToGrpc(job.status());
   ToProto(*job, response);
@@ -155,7 +161,7 @@ grpc::Status JobService::CancelJob(grpc::ServerContext* context,
                                    herd::v1::Job* response) {
   auto tenant = AuthenticateUser(*context, *tokens_);
   if (!tenant.ok()) return ToGrpc(tenant.status());
-  if (request->id().empty()) return ToGrpc(absl::InvalidArgumentError("id: must not be empty"));
+  if (absl::Status bad_id = CheckId("id", request->id()); !bad_id.ok()) return ToGrpc(bad_id);
   if (request->reason().size() > kMaxCancelReasonBytes) {
     return ToGrpc(absl::InvalidArgumentError(
         StrCat("reason: ", request->reason().size(), " bytes; at most ", kMaxCancelReasonBytes)));
@@ -172,7 +178,7 @@ grpc::Status JobService::ListJobEvents(grpc::ServerContext* context,
                                        herd::v1::ListJobEventsResponse* response) {
   auto tenant = AuthenticateUser(*context, *tokens_);
   if (!tenant.ok()) return ToGrpc(tenant.status());
-  if (request->job_id().empty()) return ToGrpc(absl::InvalidArgumentError("job_id: must not be empty"));
+  if (absl::Status bad_id = CheckId("job_id", request->job_id()); !bad_id.ok()) return ToGrpc(bad_id);
   if (request->after_sequence() < 0) {
     return ToGrpc(absl::InvalidArgumentError("after_sequence: must not be negative"));
   }

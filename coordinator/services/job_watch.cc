@@ -18,6 +18,7 @@
 #include "common/strings.h"
 #include "coordinator/progress_board.h"
 #include "coordinator/services/auth.h"
+#include "coordinator/services/convert.h"
 #include "coordinator/services/job_convert.h"
 #include "coordinator/services/job_service.h"
 
@@ -82,15 +83,18 @@ bool EndsJob(const store::JobEvent& e) {
   return e.type == store::JobEventType::kStateChanged && store::IsFinal(e.state);
 }
 
-grpc::Status ClientGone() { return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away"); }
+grpc::Status ClientGone() {
+  return grpc::Status(grpc::StatusCode::CANCELLED, "the client went away");
+}
 
 }  // namespace
 
-grpc::Status JobService::WatchJob(grpc::ServerContext* context, const herd::v1::WatchJobRequest* request,
+grpc::Status JobService::WatchJob(grpc::ServerContext* context,
+                                  const herd::v1::WatchJobRequest* request,
                                   grpc::ServerWriter<herd::v1::WatchJobResponse>* writer) {
   auto tenant = AuthenticateUser(*context, *tokens_);
   if (!tenant.ok()) return ToGrpc(tenant.status());
-  if (request->id().empty()) return ToGrpc(absl::InvalidArgumentError("id: must not be empty"));
+  if (absl::Status bad_id = CheckId("id", request->id()); !bad_id.ok()) return ToGrpc(bad_id);
   if (request->after_sequence() < 0) {
     return ToGrpc(absl::InvalidArgumentError(
         StrCat("after_sequence: ", request->after_sequence(), " is negative")));

@@ -186,7 +186,9 @@ TEST_F(JobWatchTest, ProgressArrivesCoalesced) {
   for (int64_t seq = 1; seq <= 4; ++seq) EXPECT_EQ(w->Next().event().sequence(), seq);
 
   // A burst of steps: the latest wins, not one message per step.
-  for (int64_t step = 2; step <= 6; ++step) board_.Report(job.id, 1, {Point(step, 3.0 - 0.1 * step)}, {});
+  for (int64_t step = 2; step <= 6; ++step) {
+    board_.Report(job.id, 1, {Point(step, 3.0 - 0.1 * step)}, {});
+  }
   int progress_messages = 0;
   herd::v1::JobProgress latest;
   while (latest.step() < 6) {

@@ -165,10 +165,9 @@ absl::Status ApplyTransition(Tx& tx, const JobRecord& job, JobState to,
   event.state = to;
   event.previous_state = job.state;
   event.failure = failure;
-  event.message = info.message.empty()
-                      ? herd::StrCat(JobStateName(job.state), " -> ", JobStateName(to),
-                                     failure ? herd::StrCat(": ", failure->message) : "")
-                      : info.message;
+  // Every state change names both states, then says why.
+  const std::string why = !info.message.empty() ? info.message : failure ? failure->message : "";
+  event.message = herd::StrCat(JobStateName(job.state), " -> ", JobStateName(to), why.empty() ? "" : ": ", why);
   return internal::InsertEvent(tx, job.id, std::move(event), now).status();
 }
 

@@ -323,7 +323,8 @@ TEST_F(JobStoreTest, TransitionsFollowTheStateMachineForEveryPair) {
         EXPECT_EQ(events->at(0).type, JobEventType::kStateChanged);
         EXPECT_EQ(events->at(0).previous_state, from);
         EXPECT_EQ(events->at(0).state, to);
-        EXPECT_EQ(events->at(0).message, "test move");
+        EXPECT_EQ(events->at(0).message,
+                  herd::StrCat(JobStateName(from), " -> ", JobStateName(to), ": test move"));
       } else {
         HERD_EXPECT_CODE(moved.status(), kFailedPrecondition);
         EXPECT_TRUE(MessageHas(moved.status(), JobStateName(from))) << moved.status();

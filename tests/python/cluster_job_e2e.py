@@ -155,7 +155,8 @@ def submit(cluster, dataset, name, trainers, steps=6, every=3):
 
 def get_job(cluster, job_id):
     rc, out, err = cluster.cli("jobs", "get", job_id, "-o", "json")
-    check(rc == 0, f"get {job_id}", out, err)
+    if rc != 0:
+        check(False, f"get {job_id}", out, err)
     return json.loads(out)
 
 
@@ -208,6 +209,7 @@ def case_two_vs_one(cluster, dataset):
     out = watch(cluster, job2)
     elapsed = time.monotonic() - start
     check("SUCCEEDED" in out, "watch shows SUCCEEDED", out[-2000:])
+    check(re.search(r"step \d+/6", out) is not None or "loss" in out, "watch shows progress", out[-2000:])
     j = get_job(cluster, job2)
     check(j["state"] == "JOB_STATE_SUCCEEDED" and int(j["progress"].get("step", 0)) == 6
           if "progress" in j else j["state"] == "JOB_STATE_SUCCEEDED", "2-trainer job SUCCEEDED", j)
@@ -293,7 +295,8 @@ def engine_child_of(pid, parent):
 
 def sha_of(cluster, job_id):
     rc, out, err = cluster.cli("adapters", "list", job_id, "-o", "json")
-    check(rc == 0, "adapters list", out, err)
+    if rc != 0:
+        check(False, "adapters list", out, err)
     return {int(c["step"]): c["adapter"]["sha256"] for c in json.loads(out)}
 
 
@@ -307,6 +310,8 @@ def case_restart(cluster, dataset):
     rc, out, _ = cluster.cli("datasets", "list", "-o", "json")
     before_ds = {d["id"]: d["sha256"] for d in json.loads(out)}
     before_job = get_job(cluster, job)
+    check(before_job["state"] == "JOB_STATE_RUNNING", "the job is RUNNING when the coordinator is killed",
+          before_job["state"])
     cluster.coordinator.send_signal(signal.SIGKILL)
     cluster.coordinator.wait()
     cluster.start_coordinator()  # same port, same data dir
@@ -319,6 +324,13 @@ def case_restart(cluster, dataset):
     check(all(after_ck.get(s) == sha for s, sha in before_ck.items() if s in after_ck) and after_ck,
           "stored checkpoints are back with the same sha256", before_ck, after_ck)
     watch(cluster, job)
+    done = get_job(cluster, job)
+    check(done["state"] == "JOB_STATE_SUCCEEDED" and int(done["generation"]) >= 2,
+          "the job finished in a later generation", done)
+    rc, out, err = cluster.cli("jobs", "events", job, "-o", "json")
+    resumed = [e for e in json.loads(out) if e.get("type") == "JOB_EVENT_TYPE_WORLD_FORMED"
+               and int(e.get("step", 0)) > 0]
+    check(rc == 0 and resumed, "the new generation resumed from a stored checkpoint", out[-2000:])
     download(cluster, job, os.path.join(cluster.tmp, "out"))
 
 

@@ -22,6 +22,8 @@ absl::Status AgentConfig::Validate() const {
     }
   }
   if (scratch_dir.empty()) return bad("scratch_dir", "required");
+  if (bind_address.empty()) return bad("bind_address", "required");
+  if (advertise_address.empty()) return bad("advertise_address", "required");
   return absl::OkStatus();
 }
 
@@ -38,6 +40,9 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::string& yaml, const std:
   HERD_RETURN_IF_ERROR(f.Read("engine", &c.engine));
   HERD_RETURN_IF_ERROR(f.Read("token_file", &c.token_file));
   HERD_RETURN_IF_ERROR(f.Read("ca_file", &c.ca_file));
+  HERD_RETURN_IF_ERROR(f.Read("bind_address", &c.bind_address));
+  HERD_RETURN_IF_ERROR(f.Read("advertise_address", &c.advertise_address));
+  HERD_RETURN_IF_ERROR(f.Read("keep_scratch", &c.keep_scratch));
   HERD_RETURN_IF_ERROR(f.Finish());
   return c;
 }

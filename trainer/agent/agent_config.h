@@ -19,6 +19,9 @@ struct AgentConfig {
   std::string engine = "";                        // herd-engine path; default: beside this binary
   std::string token_file = "";                    // the cluster token (never on the command line)
   std::string ca_file = "";                       // CA of the coordinator's TLS certificate
+  std::string bind_address = "127.0.0.1";         // the engine's collective sockets bind here
+  std::string advertise_address = "127.0.0.1";    // where peer engines dial this one
+  bool keep_scratch = false;                      // keep finished assignments' scratch folders
 
   absl::Status Validate() const;
 };

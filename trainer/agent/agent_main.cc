@@ -1,10 +1,13 @@
 // herd-trainer: the agent process, one per GPU (DESIGN.md §1). Parses its configuration,
-// checks the models it publishes, registers with the coordinator and heartbeats until SIGINT or
-// SIGTERM (registration.h). Running engines for assignments comes next.
+// checks the models it publishes, registers with the coordinator and heartbeats (registration.h),
+// running one herd-engine per assignment (supervisor.h), until SIGINT or SIGTERM, which cancel
+// the running engine and report it before exiting 0.
 #include <pthread.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -15,8 +18,10 @@
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "trainer/agent/agent_config.h"
+#include "trainer/agent/coordinator_client.h"
 #include "trainer/agent/model_scan.h"
 #include "trainer/agent/registration.h"
+#include "trainer/agent/supervisor.h"
 
 namespace {
 
@@ -53,6 +58,19 @@ std::string DefaultName(const std::string& device) {
     if (c != ':') dev.push_back(c);
   }
   return std::string(host) + "-" + dev;
+}
+
+std::string BesideUs(const std::string& name) {
+  std::error_code ec;
+  const std::filesystem::path self = std::filesystem::read_symlink("/proc/self/exe", ec);
+  return (self.parent_path() / name).string();
+}
+
+// OMP_NUM_THREADS of the engine: ours when set, else 1.
+int EngineThreads() {
+  const char* env = std::getenv("OMP_NUM_THREADS");
+  const int n = env ? std::atoi(env) : 0;
+  return n > 0 ? n : 1;
 }
 
 }  // namespace
@@ -150,6 +168,11 @@ int main(int argc, char** argv) {
   request.set_engine_version(HERD_VERSION);
   // TODO(metrics): metrics_address once the agent serves /metrics.
   std::map<std::string, std::string> model_dirs;
+  herd::agent::SupervisorOptions work{.engine_path = config.engine.empty() ? BesideUs("herd-engine") : config.engine,
+                                      .scratch_dir = config.scratch_dir, .device = config.device,
+                                      .bind_address = config.bind_address,
+                                      .advertise_address = config.advertise_address,
+                                      .omp_threads = EngineThreads(), .keep_scratch = config.keep_scratch};
   for (const auto& m : *found) {
     std::cout << "herd-trainer: hashing " << m.name << " ..." << std::endl;
     auto described = herd::agent::DescribeModel(m);
@@ -157,8 +180,13 @@ int main(int argc, char** argv) {
       std::cerr << "herd-trainer: " << described.status().message() << "\n";
       return 2;
     }
+    work.models[m.name] = {.dir = m.path, .weights_sha256 = described->weights_sha256()};
     *request.add_models() = *std::move(described);
     model_dirs[m.name] = m.path;
+  }
+  if (absl::Status s = work.Validate(); !s.ok()) {
+    std::cerr << "herd-trainer: " << s.message() << "\n";
+    return 2;
   }
 
   absl::Notification stop;
@@ -168,7 +196,10 @@ int main(int argc, char** argv) {
     if (!stop.HasBeenNotified()) stop.Notify();
   });
   herd::agent::TrainerClient client(*channel, *token, std::move(request), std::move(model_dirs));
-  absl::Status result = herd::agent::RunAgentLoop(client, stop, std::cerr);
+  herd::agent::GrpcCoordinator coordinator_api(*channel, *token);
+  herd::agent::Supervisor supervisor(std::move(work), &coordinator_api);
+  absl::Status result = herd::agent::RunAgentLoop(client, supervisor, stop, std::cerr);
+  supervisor.Shutdown();  // cancels and reports a running engine
   if (!stop.HasBeenNotified()) {
     // The loop ended by itself: wake the signal thread so it can be joined.
     stop.Notify();

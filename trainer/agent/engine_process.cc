@@ -18,8 +18,8 @@ extern char** environ;
 namespace herd::agent {
 
 absl::StatusOr<std::unique_ptr<EngineProcess>> EngineProcess::Start(const EngineProcessOptions& o, LineHandler on_line) {
-  int in_pipe[2], out_pipe[2];
-  if (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0) {
+  int in_pipe[2], out_pipe[2], exec_pipe[2];
+  if (::pipe2(in_pipe, O_CLOEXEC) != 0 || ::pipe2(out_pipe, O_CLOEXEC) != 0 || ::pipe2(exec_pipe, O_CLOEXEC) != 0) {
     return absl::ResourceExhaustedError(herd::StrCat("pipe: ", std::strerror(errno)));
   }
   int err_fd = -1;
@@ -53,14 +53,35 @@ absl::StatusOr<std::unique_ptr<EngineProcess>> EngineProcess::Start(const Engine
     ::dup2(in_pipe[0], STDIN_FILENO);
     ::dup2(out_pipe[1], STDOUT_FILENO);
     if (err_fd >= 0) ::dup2(err_fd, STDERR_FILENO);
-    if (!o.working_dir.empty() && ::chdir(o.working_dir.c_str()) != 0) ::_exit(127);
+    // exec_pipe closes on a successful exec; on failure the child sends its errno through it.
+    if (!o.working_dir.empty() && ::chdir(o.working_dir.c_str()) != 0) {
+      const int e = errno;
+      (void)!::write(exec_pipe[1], &e, sizeof(e));
+      ::_exit(127);
+    }
     ::execve(argv[0], argv.data(), envp.data());
+    const int e = errno;
+    (void)!::write(exec_pipe[1], &e, sizeof(e));
     ::_exit(127);
   }
   ::setpgid(pid, pid);  // also from the parent, so Kill() works whichever side ran first
   ::close(in_pipe[0]);
   ::close(out_pipe[1]);
   if (err_fd >= 0) ::close(err_fd);
+  ::close(exec_pipe[1]);
+  int exec_errno = 0;
+  ssize_t got;
+  while ((got = ::read(exec_pipe[0], &exec_errno, sizeof(exec_errno))) < 0 && errno == EINTR) {
+  }
+  ::close(exec_pipe[0]);
+  if (got > 0) {
+    ::close(in_pipe[1]);
+    ::close(out_pipe[0]);
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    return absl::UnavailableError(herd::StrCat("cannot run ", o.engine_path, ": ", std::strerror(exec_errno)));
+  }
   std::unique_ptr<EngineProcess> p(new EngineProcess());
   p->pid_ = pid;
   p->stdin_fd_ = in_pipe[1];
@@ -119,6 +140,7 @@ int EngineProcess::Wait() {
     }
     reaped_ = true;
     exit_code_ = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    term_signal_ = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
   }
   return exit_code_;
 }

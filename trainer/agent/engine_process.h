@@ -33,6 +33,7 @@ class EngineProcess {
   // line that breaks the framing (the error text is in `violation`).
   using LineHandler = std::function<void(const nlohmann::json& message, const std::string& violation)>;
 
+  // UNAVAILABLE when the binary cannot be executed (missing, not executable): nothing runs then.
   static absl::StatusOr<std::unique_ptr<EngineProcess>> Start(const EngineProcessOptions& options,
                                                               LineHandler on_line);
   ~EngineProcess();  // kills the process group if still running, reaps it
@@ -44,6 +45,8 @@ class EngineProcess {
   void Kill();
   // Waits for the process; returns its exit code, or 128 + signal.
   int Wait();
+  // After Wait(): the signal that killed the process, 0 when it exited.
+  int term_signal() const { return term_signal_; }
   pid_t pid() const { return pid_; }
 
  private:
@@ -57,6 +60,7 @@ class EngineProcess {
   std::thread reader_;
   bool reaped_ = false;
   int exit_code_ = -1;
+  int term_signal_ = 0;
 };
 
 }  // namespace herd::agent

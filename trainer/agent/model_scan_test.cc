@@ -19,8 +19,12 @@ std::string MakeModel(const std::string& root, const std::string& name, const st
   std::string dir = root + "/" + name;
   fs::create_directories(dir);
   EXPECT_TRUE(WriteFileAtomic(dir + "/config.json", config).ok());
-  if (weights) EXPECT_TRUE(WriteFileAtomic(dir + "/model.safetensors", "x").ok());
-  if (tokenizer) EXPECT_TRUE(WriteFileAtomic(dir + "/tokenizer.model", "x").ok());
+  if (weights) {
+    EXPECT_TRUE(WriteFileAtomic(dir + "/model.safetensors", "x").ok());
+  }
+  if (tokenizer) {
+    EXPECT_TRUE(WriteFileAtomic(dir + "/tokenizer.model", "x").ok());
+  }
   return dir;
 }
 

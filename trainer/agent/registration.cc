@@ -27,10 +27,6 @@ absl::Duration FromProto(const google::protobuf::Duration& d) {
   return absl::Seconds(d.seconds()) + absl::Nanoseconds(d.nanos());
 }
 
-std::string RefName(const v1::AssignmentRef& ref) {
-  return StrCat(ref.job_id(), "/g", ref.generation(), "/r", ref.rank());
-}
-
 // Whether a refusal will not change by retrying (the operator must act).
 bool Permanent(absl::StatusCode code) {
   switch (code) {
@@ -161,9 +157,10 @@ absl::StatusOr<v1::HeartbeatResponse> TrainerClient::Heartbeat(const SessionInfo
   return response;
 }
 
-absl::Status RunAgentLoop(TrainerClient& client, absl::Notification& stop, std::ostream& log) {
+absl::Status RunAgentLoop(TrainerClient& client, Supervisor& supervisor, absl::Notification& stop,
+                          std::ostream& log) {
   constexpr absl::Duration kMinBackoff = absl::Milliseconds(500), kMaxBackoff = absl::Seconds(30);
-  std::set<std::string> seen;  // assignments and cancellations already logged
+  std::set<std::string> seen;  // cancellations already logged
   while (!stop.HasBeenNotified()) {
     // Register, with backoff while the coordinator is away or the old lease still runs.
     absl::Duration backoff = kMinBackoff;
@@ -179,30 +176,26 @@ absl::Status RunAgentLoop(TrainerClient& client, absl::Notification& stop, std::
     if (stop.HasBeenNotified()) break;
     log << "herd-trainer: registered as " << session->trainer_id << ", heartbeat every "
         << session->heartbeat_interval << std::endl;
+    supervisor.SetTrainerId(session->trainer_id);
 
     // Heartbeat until the session ends.
     absl::Duration interval = session->heartbeat_interval;
     absl::Time last_ok = absl::Now();
     while (!stop.HasBeenNotified()) {
-      // Running engines is not built yet: this trainer holds no assignment, so it lists none.
-      auto reply = client.Heartbeat(*session, {});
+      auto reply = client.Heartbeat(*session, supervisor.Held());
       if (reply.ok()) {
         last_ok = absl::Now();
         if (reply->has_heartbeat_interval() && FromProto(reply->heartbeat_interval()) > absl::ZeroDuration()) {
           interval = FromProto(reply->heartbeat_interval());
         }
+        // Cancellations first (trainers.proto): one may free this trainer for an assignment.
         for (const v1::Cancellation& c : reply->cancellations()) {
-          if (seen.insert("cancel " + RefName(c.ref())).second) {
+          if (seen.insert(RefName(c.ref())).second) {
             log << "herd-trainer: cancellation of " << RefName(c.ref()) << ": " << c.reason() << std::endl;
           }
+          supervisor.Cancel(c.ref(), c.reason());
         }
-        for (const v1::Assignment& a : reply->assignments()) {
-          if (seen.insert("assign " + RefName(a.ref())).second) {
-            log << "herd-trainer: assignment " << RefName(a.ref()) << " (world " << a.world_size() << ", model "
-                << a.base_model() << ") received; running engines is not built yet, so it is not acknowledged"
-                << std::endl;
-          }
-        }
+        for (const v1::Assignment& a : reply->assignments()) supervisor.Offer(a);
       } else if (reply.status().code() == absl::StatusCode::kNotFound) {
         log << "herd-trainer: session ended (" << reply.status().message() << "); registering again" << std::endl;
         break;

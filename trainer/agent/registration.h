@@ -1,9 +1,7 @@
 // The agent's side of TrainerService registration and heartbeats (trainers.proto): describes
 // the models it holds (metadata files by sha256, the weights' manifest digest), registers with
-// the missing-files round trip, and runs the heartbeat loop until told to stop.
-//
-// Running engines for assignments is not built yet: the loop logs each assignment and
-// cancellation it receives and does not acknowledge assignments (it holds none).
+// the missing-files round trip, and runs the heartbeat loop until told to stop, handing
+// assignments and cancellations to the Supervisor and listing what it holds.
 #ifndef HERD_TRAINER_AGENT_REGISTRATION_H_
 #define HERD_TRAINER_AGENT_REGISTRATION_H_
 
@@ -20,6 +18,7 @@
 #include "absl/time/time.h"
 #include "herd/v1/trainers.grpc.pb.h"
 #include "trainer/agent/model_scan.h"
+#include "trainer/agent/supervisor.h"
 
 namespace herd::agent {
 
@@ -74,10 +73,13 @@ class TrainerClient {
 };
 
 // Registers (retrying UNAVAILABLE and ALREADY_EXISTS with backoff), then heartbeats every
-// interval, registering again on NOT_FOUND and retrying UNAVAILABLE, until `stop` is notified
-// (OK) or the coordinator refuses the trainer for good (INVALID_ARGUMENT, FAILED_PRECONDITION,
-// RESOURCE_EXHAUSTED, UNAUTHENTICATED, PERMISSION_DENIED: returned). Logs to `log`.
-absl::Status RunAgentLoop(TrainerClient& client, absl::Notification& stop, std::ostream& log);
+// interval, registering again on NOT_FOUND (the supervisor's engine keeps running) and retrying
+// UNAVAILABLE, until `stop` is notified (OK) or the coordinator refuses the trainer for good
+// (INVALID_ARGUMENT, FAILED_PRECONDITION, RESOURCE_EXHAUSTED, UNAUTHENTICATED,
+// PERMISSION_DENIED: returned). Each heartbeat lists `supervisor.Held()`; its answer's
+// cancellations, then assignments, go to the supervisor. Logs to `log`.
+absl::Status RunAgentLoop(TrainerClient& client, Supervisor& supervisor, absl::Notification& stop,
+                          std::ostream& log);
 
 }  // namespace herd::agent
 
