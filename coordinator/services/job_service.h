@@ -3,8 +3,8 @@
 // answer and the Status. Another tenant's job answers NOT_FOUND exactly like a missing one (the
 // store's tenant-checked methods guarantee it).
 //
-// Not yet: CreateJob's dry_run and WatchJob answer UNIMPLEMENTED; jobs stay in VALIDATING until
-// preparation (DESIGN.md §3 step 4) is built.
+// With a JobControl, CreateJob hands new jobs to preparation and answers dry runs, and CancelJob
+// stops running work; with a ProgressBoard, GetJob and WatchJob carry live progress.
 #ifndef HERD_COORDINATOR_SERVICES_JOB_SERVICE_H_
 #define HERD_COORDINATOR_SERVICES_JOB_SERVICE_H_
 
