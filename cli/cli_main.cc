@@ -12,6 +12,7 @@
 #include "cli/client_config.h"
 #include "cli/cluster_commands.h"
 #include "cli/datasets_commands.h"
+#include "cli/datasets_inspect.h"
 #include "cli/exit_codes.h"
 #include "cli/jobs_commands.h"
 #include "cli/jobs_watch.h"
@@ -131,6 +132,24 @@ int main(int argc, char** argv) {
   ds_get->add_option("ID", ds_id, "Dataset id (ds_...)")->required();
   CLI::App* ds_delete = datasets->add_subcommand("delete", "Delete a dataset");
   ds_delete->add_option("ID", ds_id, "Dataset id (ds_...)")->required();
+  CLI::App* ds_inspect = datasets->add_subcommand(
+      "inspect", "Show the first records as a model sees them: tokens, trained tokens highlighted, counts");
+  herd::cli::InspectOptions inspect;
+  ds_inspect->add_option("ID_OR_FILE", inspect.target,
+                         "Uploaded dataset id (ds_...) or a local JSONL file")->required();
+  ds_inspect->add_option("--model", inspect.model,
+                         "With an id: a model a trainer published (herd models list); with a file: a local "
+                         "model directory (tokenizer.model or tokenizer.json)")->required();
+  ds_inspect->add_option("-n", inspect.limit, "Records to show, from the first")
+      ->capture_default_str()->check(CLI::Range(1, 100));
+  ds_inspect->add_option("--format", inspect.format, "text|prompt_completion|chat|alpaca|tokenized|auto")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"text", "prompt_completion", "chat", "alpaca", "tokenized", "auto"}));
+  ds_inspect->add_option("--chat-template", inspect.chat_template, "llama2|llama3|auto")
+      ->capture_default_str()->check(CLI::IsMember({"llama2", "llama3", "auto"}));
+  ds_inspect->add_flag("--train-on-inputs", inspect.train_on_inputs, "Train on prompts and user turns too");
+  ds_inspect->add_option("--max-seq-len", inspect.max_seq_len,
+                         "Cut each example to this many tokens, as preparation does")->check(CLI::PositiveNumber);
 
   CLI::App* trainers = app.add_subcommand("trainers", "Trainer agents registered with the coordinator");
   trainers->require_subcommand(1);
@@ -198,6 +217,11 @@ int main(int argc, char** argv) {
     return rc == 0 ? kOk : kUsage;
   }
   if (*ds_validate) return ValidateDataset(ds_path, skip_invalid);
+  if (*ds_inspect) {
+    return herd::cli::InspectDataset(
+        inspect, [&] { return ClientConfigFromEverywhere(endpoint, token, config); }, output == "json",
+        ::isatty(STDOUT_FILENO) == 1);
+  }
   if (*job_validate) return ValidateJob(job_path);
   auto client = ClientConfigFromEverywhere(endpoint, token, config);
   if (!client.ok()) {

@@ -13,6 +13,7 @@ absl::Status CoordinatorConfig::Validate() const {
     return absl::InvalidArgumentError(herd::StrCat(field, ": ", why));
   };
   if (listen.empty()) return bad("listen", "required");
+  if (metrics_listen.empty()) return bad("metrics_listen", "required");
   if (data_dir.empty()) return bad("data_dir", "required");
   if (tls.cert_file.empty() != tls.key_file.empty()) return bad("tls", "cert_file and key_file go together");
   if (!tls.client_ca_file.empty() && tls.cert_file.empty()) return bad("tls.client_ca_file", "needs cert_file");
@@ -26,6 +27,10 @@ absl::Status CoordinatorConfig::Validate() const {
   return absl::OkStatus();
 }
 
+std::string CoordinatorConfig::EffectiveFileSdPath() const {
+  return file_sd_path.empty() ? herd::StrCat(data_dir, "/prometheus/trainers.json") : file_sd_path;
+}
+
 absl::StatusOr<CoordinatorConfig> ParseCoordinatorConfig(const std::string& yaml, const std::string& source) {
   HERD_ASSIGN_OR_RETURN(YAML::Node root, ParseYaml(yaml, source));
   CoordinatorConfig c;
@@ -34,6 +39,8 @@ absl::StatusOr<CoordinatorConfig> ParseCoordinatorConfig(const std::string& yaml
   HERD_RETURN_IF_ERROR(f.Read("metrics_listen", &c.metrics_listen));
   HERD_RETURN_IF_ERROR(f.Read("data_dir", &c.data_dir));
   HERD_RETURN_IF_ERROR(f.Read("ready_file", &c.ready_file));
+  HERD_RETURN_IF_ERROR(f.Read("metrics_ready_file", &c.metrics_ready_file));
+  HERD_RETURN_IF_ERROR(f.Read("file_sd_path", &c.file_sd_path));
   HERD_RETURN_IF_ERROR(f.Read("allow_insecure_remote", &c.allow_insecure_remote));
   HERD_RETURN_IF_ERROR(f.Read("trainer_grace_seconds", &c.trainer_grace_seconds));
   HERD_RETURN_IF_ERROR(f.Read("heartbeat_seconds", &c.heartbeat_seconds));

@@ -22,6 +22,10 @@ struct CoordinatorConfig {
   std::string metrics_listen = "127.0.0.1:9400";  // Prometheus /metrics
   std::string data_dir = "herd-data";             // SQLite database + blob store
   std::string ready_file;                         // the bound gRPC port is written here
+  std::string metrics_ready_file;                 // the bound /metrics port is written here
+  // Prometheus file-based service discovery of the trainers' /metrics (docs/metrics.md);
+  // "" = <data_dir>/prometheus/trainers.json.
+  std::string file_sd_path;
   bool allow_insecure_remote = false;             // plaintext on a non-loopback address
   TlsConfig tls;
   int trainer_grace_seconds = 60;   // after a restart, how long RUNNING jobs wait for trainers
@@ -32,6 +36,8 @@ struct CoordinatorConfig {
   int collective_timeout_seconds = 600;  // an engine's watchdog aborts a collective after this
 
   absl::Status Validate() const;
+  // file_sd_path, or its default under data_dir.
+  std::string EffectiveFileSdPath() const;
 };
 
 // Reads coordinator.yaml; absent fields keep their defaults, unknown fields are errors.

@@ -27,6 +27,18 @@ TEST(CoordinatorConfigTest, ReadsFields) {
   EXPECT_TRUE(c->Validate().ok());
 }
 
+TEST(CoordinatorConfigTest, MetricsFieldsAndTheDiscoveryFileDefault) {
+  auto c = ParseCoordinatorConfig("data_dir: /d\nmetrics_listen: 127.0.0.1:0\nmetrics_ready_file: /tmp/m\n",
+                                  "coordinator.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metrics_listen, "127.0.0.1:0");
+  EXPECT_EQ(c->metrics_ready_file, "/tmp/m");
+  EXPECT_EQ(c->EffectiveFileSdPath(), "/d/prometheus/trainers.json");
+  c = ParseCoordinatorConfig("file_sd_path: /etc/prometheus/herd.json\n", "coordinator.yaml");
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->EffectiveFileSdPath(), "/etc/prometheus/herd.json");
+}
+
 TEST(CoordinatorConfigTest, ErrorsNameTheField) {
   struct Case {
     const char* yaml;

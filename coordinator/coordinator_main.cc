@@ -10,9 +10,13 @@
 
 #include "CLI/CLI.hpp"
 #include "common/log.h"
+#include "common/metrics/http_endpoint.h"
+#include "common/metrics/metrics.h"
 #include "common/rpc/rpc.h"
+#include "common/rpc/rpc_metrics.h"
 #include "common/status.h"
 #include "coordinator/coordinator_config.h"
+#include "coordinator/coordinator_metrics.h"
 #include "coordinator/dataset_uploads.h"
 #include "coordinator/housekeeper.h"
 #include "absl/synchronization/notification.h"
@@ -27,6 +31,7 @@
 #include "coordinator/services/job_service.h"
 #include "coordinator/services/trainer_service.h"
 #include "coordinator/store/store.h"
+#include "coordinator/trainer_discovery.h"
 
 namespace {
 
@@ -91,6 +96,10 @@ int main(int argc, char** argv) {
   auto* listen = app.add_option("--listen", flags.listen, "gRPC address, host:port (port 0 = any free port)");
   auto* data_dir = app.add_option("--data-dir", flags.data_dir, "Folder for the database and blobs");
   auto* ready = app.add_option("--ready-file", flags.ready_file, "Write the bound gRPC port here once serving");
+  auto* metrics_listen = app.add_option("--metrics-listen", flags.metrics_listen,
+                                        "Prometheus /metrics address, host:port (port 0 = any free port)");
+  auto* metrics_ready = app.add_option("--metrics-ready-file", flags.metrics_ready_file,
+                                       "Write the bound /metrics port here once serving");
   app.add_flag("--print-config", print_config, "Print the effective configuration and exit");
   CLI::App* token = app.add_subcommand("token", "Manage bearer tokens (while the coordinator is stopped)");
   CLI::App* token_create = token->add_subcommand("create", "Print a new user token of a tenant, made if needed");
@@ -116,12 +125,16 @@ int main(int argc, char** argv) {
   if (*listen) config.listen = flags.listen;
   if (*data_dir) config.data_dir = flags.data_dir;
   if (*ready) config.ready_file = flags.ready_file;
+  if (*metrics_listen) config.metrics_listen = flags.metrics_listen;
+  if (*metrics_ready) config.metrics_ready_file = flags.metrics_ready_file;
   if (absl::Status s = config.Validate(); !s.ok()) {
     std::cerr << "herd-coordinator: " << s.message() << "\n";
     return 2;
   }
   if (print_config) {
     std::cout << "listen: " << config.listen << "\nmetrics_listen: " << config.metrics_listen
+              << "\nmetrics_ready_file: " << config.metrics_ready_file
+              << "\nfile_sd_path: " << config.EffectiveFileSdPath()
               << "\ndata_dir: " << config.data_dir << "\ntrainer_grace_seconds: " << config.trainer_grace_seconds
               << "\nheartbeat_seconds: " << config.heartbeat_seconds
               << "\ntrainer_lease_seconds: " << config.trainer_lease_seconds << "\n";
@@ -155,7 +168,11 @@ int main(int argc, char** argv) {
   herd::coordinator::Housekeeper housekeeper(store->get(), herd::coordinator::Clock::Real());
   housekeeper.Start();
   herd::coordinator::DatasetUploads dataset_uploads(store->get());
-  herd::coordinator::services::DatasetService dataset_service(&dataset_uploads, &(*store)->tokens());
+  herd::coordinator::services::DatasetService dataset_service(
+      &dataset_uploads, &(*store)->tokens(),
+      {.store = store->get(),
+       .herd_prepare = config.prepare_program.empty() ? BesideUs("herd-prepare") : config.prepare_program,
+       .work_dir = (std::filesystem::path(config.data_dir) / "inspect").string()});
   auto registry = herd::coordinator::TrainerRegistry::Create(
       {.heartbeat_interval = absl::Seconds(config.heartbeat_seconds),
        .lease = absl::Seconds(config.trainer_lease_seconds)},
@@ -172,11 +189,47 @@ int main(int argc, char** argv) {
     return 1;
   }
   herd::coordinator::ProgressBoard progress;
+  // Prometheus metrics (docs/metrics.md): gauges refreshed at each scrape, events counted
+  // through the hooks below, RPCs through the server's interceptor.
+  herd::metrics::Registry metrics_registry;
+  auto coordinator_metrics = herd::coordinator::CoordinatorMetrics::Create(
+      &metrics_registry, {.jobs = &(*store)->jobs(),
+                          .tokens = &(*store)->tokens(),
+                          .scheduler = scheduler->get(),
+                          .trainers = registry->get(),
+                          .progress = &progress,
+                          .database_path = (std::filesystem::path(config.data_dir) / "herd.db").string(),
+                          .blob_dir = (*store)->blobs().root(),
+                          .data_dir = config.data_dir});
+  auto rpc_metrics = herd::rpc::RpcMetrics::Create(&metrics_registry);
+  if (!coordinator_metrics.ok() || !rpc_metrics.ok()) {
+    std::cerr << "herd-coordinator: metrics: "
+              << (coordinator_metrics.ok() ? rpc_metrics.status() : coordinator_metrics.status()).message() << "\n";
+    return 1;
+  }
+  if (absl::Status s = (*rpc_metrics)->PreinitializeServices(
+          {"herd.v1.DatasetService", "herd.v1.JobService", "herd.v1.TrainerService", "herd.v1.ClusterService",
+           "herd.v1.AdapterService"});
+      !s.ok()) {
+    HERD_LOG(Warning) << "metrics: " << s;
+  }
+  herd::coordinator::CoordinatorMetrics* const job_metrics = coordinator_metrics->get();
+  herd::coordinator::TrainerDiscoveryFile discovery(config.EffectiveFileSdPath(), registry->get());
   herd::coordinator::JobControlOptions control_options;
   control_options.preparer.herd_prepare =
       config.prepare_program.empty() ? BesideUs("herd-prepare") : config.prepare_program;
   control_options.preparer.work_dir = (std::filesystem::path(config.data_dir) / "prepare").string();
-  control_options.on_final = [&progress](const std::string& job_id) { progress.Forget(job_id); };
+  control_options.on_final = [&progress, job_metrics](const std::string& job_id) {
+    job_metrics->OnJobFinal(job_id);  // reads the board's last tokens: before Forget
+    progress.Forget(job_id);
+  };
+  control_options.on_events = [job_metrics](const herd::coordinator::SchedulerEvents& events) {
+    job_metrics->OnSchedulerEvents(events);
+  };
+  control_options.on_prepared = [job_metrics](double seconds, int64_t tokens) {
+    job_metrics->OnPrepared(seconds, tokens);
+  };
+  control_options.restart_grace = absl::Seconds(config.trainer_grace_seconds);
   herd::coordinator::JobControl control(store->get(), scheduler->get(), control_options);
   if (absl::Status s = control.Restore(); !s.ok()) {
     std::cerr << "herd-coordinator: restoring jobs: " << s.message() << "\n";
@@ -186,12 +239,42 @@ int main(int argc, char** argv) {
   herd::coordinator::services::JobService job_service(&(*store)->jobs(), &(*store)->tokens(), &progress, &control);
   herd::coordinator::services::TrainerService trainer_service(
       store->get(), scheduler->get(), rendezvous->get(), &control, &progress,
-      {.collective_timeout = absl::Seconds(config.collective_timeout_seconds)});
+      {.collective_timeout = absl::Seconds(config.collective_timeout_seconds),
+       .on_checkpoint_stored = [job_metrics](const std::string& job_id, double seconds) {
+         job_metrics->OnCheckpointStored(job_id, seconds);
+       }});
   herd::coordinator::services::ClusterService cluster_service(store->get(), scheduler->get(), registry->get());
   herd::coordinator::services::AdapterService adapter_service(&(*store)->checkpoints(), &(*store)->blobs(),
                                                               &(*store)->tokens());
+  // The discovery file is checked after every scheduler pass; a failure is logged when it changes.
+  std::string discovery_error;
+  auto refresh_discovery = [&discovery, &discovery_error] {
+    absl::Status s = discovery.Refresh();
+    std::string now = s.ok() ? "" : s.ToString();
+    if (now != discovery_error && !s.ok()) {
+      HERD_LOG(Error) << "writing " << discovery.path() << ": " << s;
+    }
+    discovery_error = std::move(now);
+  };
+  refresh_discovery();
+  // /metrics is not essential to training: an address that cannot be bound is logged, not fatal.
+  std::unique_ptr<herd::metrics::MetricsServer> metrics_server;
+  if (auto started = herd::metrics::MetricsServer::Start(
+          {.listen = config.metrics_listen, .ready_file = config.metrics_ready_file}, &metrics_registry);
+      started.ok()) {
+    metrics_server = *std::move(started);
+    HERD_LOG(Info) << "metrics on " << metrics_server->address() << ", trainers listed in " << discovery.path();
+  } else {
+    HERD_LOG(Error) << "no /metrics: " << started.status();
+  }
+  server_options.observer = rpc_metrics->get();
   absl::Notification stop_ticks;
-  std::thread ticker([&] { herd::coordinator::RunSchedulerTicks(**scheduler, **store, stop_ticks); });
+  std::thread ticker([&] {
+    herd::coordinator::RunSchedulerTicks(
+        **scheduler, **store, stop_ticks, absl::Seconds(1),
+        [&control](const herd::coordinator::SchedulerEvents& events) { return control.Persist(events); },
+        refresh_discovery);
+  });
   server_options.max_message_bytes = (16 << 20) + (1 << 20);  // RegisterTrainer carries up to 16 MiB of files
   auto server = herd::rpc::StartServer(server_options, {&dataset_service, &job_service, &trainer_service, &cluster_service, &adapter_service});
   if (!server.ok()) {
@@ -211,5 +294,6 @@ int main(int argc, char** argv) {
   ticker.join();
   control.Stop();
   housekeeper.Stop();
+  if (metrics_server) metrics_server->Stop();
   return 0;
 }

@@ -51,6 +51,23 @@ absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& 
     }
     note(store.trainers().SetState(record->id, "LOST", lost.last_heartbeat_time));
   }
+  // Before the worlds: a job given up after a restart may form its next generation in the same call.
+  for (const JobRecovering& recovering : events.recovering) {
+    std::vector<std::string> names;
+    for (const std::string& id : recovering.missing_trainer_ids) {
+      auto trainer = store.trainers().Get(id);
+      names.push_back(trainer.ok() ? trainer->name : id);
+    }
+    auto job = store.jobs().GetById(recovering.job_id);
+    const int64_t resume_step = job.ok() ? job->last_checkpoint_step : 0;
+    store::TransitionInfo info;
+    const std::string who =
+        names.empty() ? "" : StrCat("trainer", names.size() == 1 ? " " : "s ", StrJoin(names, ", "), " ");
+    info.message = StrCat("coordinator restarted: ", who, recovering.reason, "; generation ", recovering.generation,
+                          " is replaced", resume_step > 0 ? StrCat(", resuming after step ", resume_step) : "");
+    info.expected_from = JobState::kRunning;
+    note(store.jobs().Transition(recovering.job_id, JobState::kRecovering, info).status());
+  }
   for (const WorldStarted& started : events.started) {
     store::WorldInfo world;
     world.generation = started.generation;
@@ -61,6 +78,15 @@ absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& 
                            DeviceKindName(started.device_kind), " trainer(s)",
                            world.resume_step > 0 ? StrCat(", resuming after step ", world.resume_step) : "");
     note(store.jobs().FormWorld(started.job_id, world).status());
+  }
+  for (const WorldAdopted& adopted : events.adopted) {
+    store::JobEvent event;
+    event.type = store::JobEventType::kNotice;
+    event.generation = adopted.generation;
+    event.message = StrCat("generation ", adopted.generation, " keeps running: its ", adopted.trainer_ids.size(),
+                           " trainer(s) came back after the coordinator's restart");
+    auto appended = store.jobs().AppendEvent(adopted.job_id, event);
+    if (!absl::IsFailedPrecondition(appended.status())) note(appended.status());  // final: nothing to add
   }
   for (const JobEnded& ended : events.ended) {
     if (ended.end == JobEnd::kSucceeded) continue;  // Finish's caller has written it
@@ -79,12 +105,15 @@ absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& 
   return first;
 }
 
-void RunSchedulerTicks(Scheduler& scheduler, store::Store& store, absl::Notification& stop, absl::Duration period) {
+void RunSchedulerTicks(Scheduler& scheduler, store::Store& store, absl::Notification& stop, absl::Duration period,
+                       std::function<absl::Status(const SchedulerEvents&)> persist,
+                       std::function<void()> each_tick) {
   while (!stop.WaitForNotificationWithTimeout(period)) {
     SchedulerEvents events = scheduler.Tick();
+    if (each_tick) each_tick();
     if (events.empty()) continue;
     for (const LostTrainer& lost : events.lost) HERD_LOG(Warning) << "trainer " << lost.name << " lost";
-    if (absl::Status s = PersistSchedulerEvents(store, events); !s.ok()) {
+    if (absl::Status s = persist ? persist(events) : PersistSchedulerEvents(store, events); !s.ok()) {
       HERD_LOG(Error) << "could not record scheduler events: " << s;
     }
   }
@@ -265,6 +294,7 @@ void JobControl::PrepareOne(const std::string& job_id) {
     HERD_LOG(Warning) << "job " << job_id << ": could not record its preparation: " << queued.status();
     return;  // cancelled meanwhile
   }
+  if (options_.on_prepared) options_.on_prepared(absl::ToDoubleSeconds(absl::Now() - start), p.tokens);
   auto events = scheduler_->Submit(MakeJobRequest(*queued));
   if (!events.ok()) {
     store::TransitionInfo t;
@@ -284,8 +314,8 @@ absl::StatusOr<JobRecord> JobControl::Cancel(std::string_view tenant, std::strin
   auto events = scheduler_->Cancel(job.id);
   if (events.ok()) {
     if (absl::Status s = Persist(*events); !s.ok()) {
-    HERD_LOG(Error) << "could not record scheduler events: " << s;
-  }
+      HERD_LOG(Error) << "could not record scheduler events: " << s;
+    }
   } else if (!absl::IsNotFound(events.status())) {
     HERD_LOG(Error) << "scheduler could not cancel " << job.id << ": " << events.status();
   }
@@ -295,6 +325,7 @@ absl::StatusOr<JobRecord> JobControl::Cancel(std::string_view tenant, std::strin
 
 absl::Status JobControl::Persist(const SchedulerEvents& events) {
   absl::Status s = PersistSchedulerEvents(*store_, events);
+  if (options_.on_events) options_.on_events(events);
   for (const JobEnded& e : events.ended) Ended(e.job_id);
   return s;
 }
@@ -400,6 +431,19 @@ absl::Status JobControl::Restore() {
           info.failure = store::Failure{.code = "ABORTED", .message = info.message};
           HERD_RETURN_IF_ERROR(store_->jobs().Transition(job.id, JobState::kFailed, info).status());
           break;
+        }
+        // DESIGN.md §3.9: the world keeps running if its trainers come back within the grace;
+        // the scheduler reports RECOVERING (persisted by PersistSchedulerEvents) if they do not.
+        if (options_.restart_grace > absl::ZeroDuration()) {
+          const absl::Status adopted =
+              scheduler_->Adopt(MakeJobRequest(job), job.generation, job.trainer_ids, options_.restart_grace);
+          if (adopted.ok()) {
+            HERD_LOG(Info) << "job " << job.id << ": waiting up to " << options_.restart_grace << " for the "
+                           << job.trainer_ids.size() << " trainer(s) of generation " << job.generation;
+            break;
+          }
+          HERD_LOG(Warning) << "job " << job.id << ": cannot keep generation " << job.generation
+                            << " running (" << adopted << "); recovering";
         }
         HERD_ASSIGN_OR_RETURN(
             JobRecord recovering,

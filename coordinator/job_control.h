@@ -3,11 +3,13 @@
 // cancellation, the publication checks of the final adapter, and picking up where things were
 // after a restart. Domain code: no grpc++ includes; the services call it.
 //
-// Restart (DESIGN.md §3.9), as built today: VALIDATING jobs are prepared again, QUEUED jobs are
-// queued again in their old order, and a job that was RUNNING goes RECOVERING and is queued to
-// form its next generation, resuming from its newest stored checkpoint (the agents' engines of
-// the old generation are cancelled when they register again). A job with a stored final adapter
-// is published. Keeping the old world running through a grace period is the next step.
+// Restart (DESIGN.md §3.9): VALIDATING jobs are prepared again, QUEUED jobs are queued again in
+// their old order, and a job that was RUNNING is adopted by the Scheduler at its old generation:
+// it stays RUNNING if all its trainers register again and list their assignments within
+// restart_grace (their engines never stopped). Otherwise it goes RECOVERING with an event naming
+// the trainers that did not come back, and is queued to form its next generation, resuming from
+// its newest stored checkpoint (the old engines still running are cancelled). A job with a
+// stored final adapter is published.
 #ifndef HERD_COORDINATOR_JOB_CONTROL_H_
 #define HERD_COORDINATOR_JOB_CONTROL_H_
 
@@ -34,13 +36,19 @@
 
 namespace herd::coordinator {
 
-// Persists what a Scheduler call decided: trainers LOST, worlds formed (RUNNING, with the step
-// they resume from), jobs FAILED or CANCELLED. Returns the first error (the rest is still tried).
+// Persists what a Scheduler call decided: trainers LOST, adoptions given up (RECOVERING, naming
+// the trainers missing), worlds formed (RUNNING, with the step they resume from), adopted
+// worlds whole again (a notice), jobs FAILED or CANCELLED. Returns the first error (the rest
+// is still tried).
 absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& events);
 
-// Lease expiry and scheduling passes every `period` until `stop`; persists their outcome.
+// Lease expiry and scheduling passes every `period` until `stop`; persists their outcome with
+// `persist` when given (JobControl::Persist, so that ended jobs reach on_final), else with
+// PersistSchedulerEvents. `each_tick`, when given, runs after every pass (the discovery file).
 void RunSchedulerTicks(Scheduler& scheduler, store::Store& store, absl::Notification& stop,
-                       absl::Duration period = absl::Seconds(1));
+                       absl::Duration period = absl::Seconds(1),
+                       std::function<absl::Status(const SchedulerEvents&)> persist = nullptr,
+                       std::function<void()> each_tick = nullptr);
 
 // The scheduler's view of a stored job.
 JobRequest MakeJobRequest(const store::JobRecord& job);
@@ -49,6 +57,14 @@ struct JobControlOptions {
   PreparerOptions preparer;
   // Called (on the caller's thread) whenever a job reaches a final state through this class.
   std::function<void(const std::string& job_id)> on_final;
+  // Called with every set of scheduler events Persist() records (metrics). Default: none.
+  std::function<void(const SchedulerEvents& events)> on_events;
+  // Called when a job's preparation succeeded: its wall time and the tokens it produced
+  // (metrics). Default: none.
+  std::function<void(double seconds, int64_t tokens)> on_prepared;
+  // After a restart, how long a RUNNING job waits for its trainers to come back before it goes
+  // RECOVERING (CoordinatorConfig trainer_grace_seconds); zero recovers at once.
+  absl::Duration restart_grace = absl::Seconds(60);
 };
 
 class JobControl {

@@ -282,6 +282,17 @@ absl::StatusOr<RegisterResult> TrainerRegistry::Register(const TrainerRegistrati
   t.current.reset();
   t.step = 0;
   t.drains.clear();
+  if (auto expected = expected_.find(id); expected != expected_.end()) {
+    // Its engine kept running while the coordinator restarted: BUSY with it from now on, or
+    // with stopping it when the coordinator has given up waiting.
+    Expected& e = expected->second;
+    if (e.cancel_reason) {
+      t.drains.push_back(Drain{Cancellation{e.assignment.ref, *e.cancel_reason}, true, false});
+    } else {
+      t.current = Current{std::move(e.assignment), true, true, true};
+    }
+    expected_.erase(expected);
+  }
   id_by_name_[registration.name] = id;
   return RegisterResult{id, t.session_id, options_.heartbeat_interval, options_.lease, InfoLocked(t)};
 }
@@ -332,6 +343,8 @@ absl::StatusOr<HeartbeatReply> TrainerRegistry::Heartbeat(const std::string& tra
     if (!listed.insert(s.ref).second) continue;
     if (t.current && t.current->assignment.ref == s.ref) {
       t.current->acknowledged = true;
+      if (t.current->adopting) reply.adopted.push_back(s.ref);
+      t.current->adopting = false;
       t.step = std::max(t.step, s.step);
       continue;
     }
@@ -422,9 +435,38 @@ absl::Status TrainerRegistry::AssignWorld(const std::vector<std::string>& traine
   return absl::OkStatus();
 }
 
+absl::Status TrainerRegistry::ExpectAdoption(const std::string& trainer_id, const Assignment& assignment) {
+  if (absl::Status s = assignment.ref.Validate(); !s.ok()) return s;
+  absl::MutexLock lock(&mu_);
+  if (auto e = expected_.find(trainer_id); e != expected_.end() && !(e->second.assignment.ref == assignment.ref)) {
+    return absl::FailedPreconditionError(StrCat("trainer ", trainer_id, " is already expected to come back with ",
+                                                e->second.assignment.ref.ToString()));
+  }
+  auto it = trainers_.find(trainer_id);
+  if (it != trainers_.end() && LeaseRunning(it->second, clock_->Now())) {
+    Trainer& t = it->second;
+    if (t.Busy()) {
+      return absl::FailedPreconditionError(StrCat("trainer ", trainer_id, " is live and busy"));
+    }
+    t.current = Current{assignment, true, true, true};
+    t.step = 0;
+    return absl::OkStatus();
+  }
+  expected_[trainer_id] = Expected{assignment, std::nullopt};
+  return absl::OkStatus();
+}
+
 bool TrainerRegistry::Release(const std::string& trainer_id, const AssignmentRef& ref,
                               const std::string& reason, bool send_cancel) {
   absl::MutexLock lock(&mu_);
+  if (auto e = expected_.find(trainer_id); e != expected_.end() && e->second.assignment.ref == ref) {
+    if (send_cancel) {
+      e->second.cancel_reason = reason;
+    } else {
+      expected_.erase(e);
+    }
+    return false;
+  }
   auto it = trainers_.find(trainer_id);
   if (it == trainers_.end()) return false;
   Trainer& t = it->second;
@@ -447,6 +489,9 @@ std::vector<Assignment> TrainerRegistry::DeliverPending(const std::string& train
 
 bool TrainerRegistry::ResolveExit(const std::string& trainer_id, const AssignmentRef& ref) {
   absl::MutexLock lock(&mu_);
+  if (auto e = expected_.find(trainer_id); e != expected_.end() && e->second.assignment.ref == ref) {
+    expected_.erase(e);
+  }
   auto it = trainers_.find(trainer_id);
   if (it == trainers_.end()) return false;
   Trainer& t = it->second;

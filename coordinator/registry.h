@@ -10,6 +10,11 @@
 // lists its assignment arrives after it was sent once, or the trainer reports the engine's
 // exit. A trainer is IDLE only when it has neither current work nor cancellations outstanding,
 // so it never gets new work while an old engine may still be stopping.
+//
+// Adoption (DESIGN.md §3.9). After a coordinator restart the scheduler may expect a trainer to
+// come back still running an assignment (ExpectAdoption). When that trainer registers again it
+// holds the assignment at once (BUSY, nothing to deliver); its next heartbeat either lists it
+// (reported in HeartbeatReply::adopted) or not (reported in HeartbeatReply::dropped).
 #ifndef HERD_COORDINATOR_REGISTRY_H_
 #define HERD_COORDINATOR_REGISTRY_H_
 
@@ -180,8 +185,10 @@ struct HeartbeatReply {
   absl::Duration heartbeat_interval;
   // For the scheduler, not sent.
   bool freed = false;                  // the trainer went from busy to idle
-  std::vector<AssignmentRef> dropped;  // acknowledged work the trainer stopped listing
-                                       // without reporting an exit: its rank has failed
+  std::vector<AssignmentRef> dropped;  // acknowledged (or adopted) work the trainer stopped
+                                       // listing without reporting an exit: its rank has failed
+  std::vector<AssignmentRef> adopted;  // adopted work listed for the first time since the
+                                       // trainer registered again: it is running it
 };
 
 // A trainer whose lease ran out (persist it; its rank, if any, has failed).
@@ -202,7 +209,8 @@ class TrainerRegistry {
   // Opens a session. ALREADY_EXISTS while the name has a live session (the lease has not run
   // out); FAILED_PRECONDITION when a model name is known with other weights or files and a live
   // trainer holds those, or the model is in `models_in_use` (unfinished jobs); Validate()'s
-  // errors. A LOST trainer comes back IDLE (its old work was failed when it was lost).
+  // errors. A LOST trainer comes back IDLE (its old work was failed when it was lost), or BUSY
+  // with the assignment an ExpectAdoption left for it.
   absl::StatusOr<RegisterResult> Register(const TrainerRegistration& registration,
                                           const std::set<std::string>& models_in_use = {});
 
@@ -229,10 +237,17 @@ class TrainerRegistry {
   // when one of them is not live and idle.
   absl::Status AssignWorld(const std::vector<std::string>& trainer_ids,
                            const std::vector<Assignment>& assignments);
+  // After a coordinator restart: `trainer_id` is believed to be running `assignment` already.
+  // A trainer not live now holds it from its next registration on; a live idle one at once.
+  // Either way it is not delivered: the next heartbeat must list it (see the top of this
+  // file). Released like other work (Release, ResolveExit). FAILED_PRECONDITION when the
+  // trainer is live and busy, or already expected back with other work.
+  absl::Status ExpectAdoption(const std::string& trainer_id, const Assignment& assignment);
   // Takes `ref` away from its trainer. Work never delivered is simply withdrawn; delivered work
   // becomes a cancellation with `reason` (or, with send_cancel false, is waited out silently:
-  // the trainer is freed when it reports the exit or stops listing it). Returns whether the
-  // trainer became idle.
+  // the trainer is freed when it reports the exit or stops listing it). An adoption whose
+  // trainer has not come back yet becomes, with send_cancel, a cancellation it will find when it
+  // registers (BUSY until it lets go), else is forgotten. Returns whether the trainer became idle.
   bool Release(const std::string& trainer_id, const AssignmentRef& ref, const std::string& reason,
                bool send_cancel);
   // The trainer's unacknowledged assignment, if any, marked as sent: for a heartbeat answer
@@ -253,6 +268,7 @@ class TrainerRegistry {
     Assignment assignment;
     bool delivered = false;     // sent in a heartbeat answer
     bool acknowledged = false;  // listed in a heartbeat
+    bool adopting = false;      // adopted at registration, not yet listed by a heartbeat
   };
   struct Drain {
     Cancellation cancellation;
@@ -296,6 +312,14 @@ class TrainerRegistry {
   std::map<std::string, Trainer> trainers_ ABSL_GUARDED_BY(mu_);  // by id
   std::map<std::string, std::string> id_by_name_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, ModelRecord> models_ ABSL_GUARDED_BY(mu_);  // by name
+  // Work a trainer not yet back is expected to hold when it registers again (ExpectAdoption),
+  // by trainer id; once released with a cancellation, it comes back with that cancellation
+  // outstanding instead (its engine may still run).
+  struct Expected {
+    Assignment assignment;
+    std::optional<std::string> cancel_reason;
+  };
+  std::map<std::string, Expected> expected_ ABSL_GUARDED_BY(mu_);
   std::mt19937_64 session_rng_ ABSL_GUARDED_BY(mu_);
 };
 

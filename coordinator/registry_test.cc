@@ -372,5 +372,77 @@ TEST_F(RegistryTest, RestoredTrainersAreListedLostUntilTheyRegister) {
   EXPECT_EQ(State(s.trainer_id), TrainerState::kIdle);
 }
 
+
+// After a coordinator restart: a trainer expected back with its work holds it from its
+// registration on (BUSY, nothing delivered) and confirms it by listing it.
+TEST_F(RegistryTest, AdoptedWorkIsHeldFromRegistrationAndConfirmedByAHeartbeat) {
+  const std::string id = TrainerIdForName("t1");
+  ASSERT_TRUE(registry_->ExpectAdoption(id, Work("a", 3)).ok());
+  EXPECT_EQ(registry_->ExpectAdoption(id, Work("b", 1)).code(), absl::StatusCode::kFailedPrecondition);
+  RegisterResult s = MustRegister(Reg("t1"));
+  EXPECT_EQ(s.trainer.state, TrainerState::kBusy);
+  ASSERT_TRUE(s.trainer.assignment.has_value());
+  EXPECT_EQ(*s.trainer.assignment, Work("a", 3).ref);
+  EXPECT_TRUE(registry_->LiveTrainers()[0].idle == false);
+
+  HeartbeatReply reply = MustBeat(s, {Listed(Work("a", 3).ref, 40)});
+  EXPECT_TRUE(reply.assignments.empty());  // it runs it already
+  EXPECT_TRUE(reply.cancellations.empty());
+  EXPECT_EQ(reply.adopted, std::vector<AssignmentRef>{Work("a", 3).ref});
+  EXPECT_EQ(registry_->GetTrainer(id)->step, 40);
+  EXPECT_TRUE(MustBeat(s, {Listed(Work("a", 3).ref, 41)}).adopted.empty());  // once
+  EXPECT_TRUE(registry_->ResolveExit(id, Work("a", 3).ref));
+  EXPECT_EQ(State(id), TrainerState::kIdle);
+}
+
+TEST_F(RegistryTest, AdoptedWorkNotListedIsDropped) {
+  const std::string id = TrainerIdForName("t1");
+  ASSERT_TRUE(registry_->ExpectAdoption(id, Work("a")).ok());
+  RegisterResult s = MustRegister(Reg("t1"));
+  HeartbeatReply reply = MustBeat(s);
+  EXPECT_TRUE(reply.adopted.empty());
+  EXPECT_EQ(reply.dropped, std::vector<AssignmentRef>{Work("a").ref});
+  EXPECT_TRUE(reply.freed);
+  EXPECT_EQ(State(id), TrainerState::kIdle);
+}
+
+TEST_F(RegistryTest, AdoptionGivenUpBeforeTheTrainerComesBack) {
+  // Released with a cancellation: the trainer comes back BUSY stopping its old engine, and is
+  // idle only once it no longer lists it.
+  const std::string id = TrainerIdForName("t1");
+  ASSERT_TRUE(registry_->ExpectAdoption(id, Work("a")).ok());
+  EXPECT_FALSE(registry_->Release(id, Work("a").ref, "generation 1 is replaced", true));
+  RegisterResult s = MustRegister(Reg("t1"));
+  EXPECT_EQ(s.trainer.state, TrainerState::kBusy);
+  EXPECT_TRUE(registry_->LiveTrainers()[0].idle == false);
+  HeartbeatReply reply = MustBeat(s, {Listed(Work("a").ref)});
+  ASSERT_EQ(reply.cancellations.size(), 1u);
+  EXPECT_EQ(reply.cancellations[0].reason, "generation 1 is replaced");
+  EXPECT_TRUE(reply.dropped.empty());
+  EXPECT_EQ(State(id), TrainerState::kBusy);
+  EXPECT_TRUE(MustBeat(s).freed);
+
+  // Released without one (the job succeeded), or its exit reported before the trainer
+  // registers again: forgotten.
+  ASSERT_TRUE(registry_->ExpectAdoption(TrainerIdForName("t2"), Work("b")).ok());
+  EXPECT_FALSE(registry_->Release(TrainerIdForName("t2"), Work("b").ref, "", false));
+  EXPECT_EQ(MustRegister(Reg("t2")).trainer.state, TrainerState::kIdle);
+  ASSERT_TRUE(registry_->ExpectAdoption(TrainerIdForName("t3"), Work("c")).ok());
+  registry_->ResolveExit(TrainerIdForName("t3"), Work("c").ref);
+  EXPECT_EQ(MustRegister(Reg("t3")).trainer.state, TrainerState::kIdle);
+}
+
+TEST_F(RegistryTest, AdoptionOfALiveTrainer) {
+  RegisterResult s = MustRegister(Reg("t1"));
+  ASSERT_TRUE(registry_->ExpectAdoption(s.trainer_id, Work("a")).ok());  // idle: held at once
+  EXPECT_EQ(State(s.trainer_id), TrainerState::kBusy);
+  EXPECT_EQ(registry_->ExpectAdoption(s.trainer_id, Work("b")).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(MustBeat(s, {Listed(Work("a").ref)}).adopted.size(), 1u);
+  // Released after confirmation: a cancellation, as for any delivered work.
+  EXPECT_FALSE(registry_->Release(s.trainer_id, Work("a").ref, "generation replaced", true));
+  ASSERT_EQ(MustBeat(s, {Listed(Work("a").ref)}).cancellations.size(), 1u);
+  EXPECT_TRUE(MustBeat(s).freed);
+}
+
 }  // namespace
 }  // namespace herd::coordinator

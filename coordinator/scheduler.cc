@@ -1,6 +1,7 @@
 #include "coordinator/scheduler.h"
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "common/sharding.h"
@@ -122,6 +123,58 @@ absl::StatusOr<SchedulerEvents> Scheduler::Finish(const std::string& job_id, Job
   return events;
 }
 
+absl::Status Scheduler::Adopt(const JobRequest& request, int64_t generation,
+                              std::vector<std::string> trainer_ids_by_rank, absl::Duration grace) {
+  if (absl::Status s = request.Validate(); !s.ok()) return s;
+  if (generation < 1) {
+    return absl::InvalidArgumentError(StrCat("job ", request.job_id, ": generation ", generation, " < 1"));
+  }
+  if (static_cast<int64_t>(trainer_ids_by_rank.size()) != request.trainers) {
+    return absl::InvalidArgumentError(StrCat("job ", request.job_id, ": ", trainer_ids_by_rank.size(),
+                                             " trainers to adopt for a world of ", request.trainers));
+  }
+  std::set<std::string> seen;
+  for (const std::string& id : trainer_ids_by_rank) {
+    if (id.empty() || !seen.insert(id).second) {
+      return absl::InvalidArgumentError(StrCat("job ", request.job_id, ": trainer id \"", id,
+                                               "\" is empty or holds two ranks"));
+    }
+  }
+  absl::MutexLock lock(&mu_);
+  if (queued_ids_.contains(request.job_id) || running_.contains(request.job_id)) {
+    return absl::AlreadyExistsError(StrCat("job ", request.job_id, " is already queued or running"));
+  }
+  const absl::Time now = clock_->Now();
+  ShardShape shape;
+  shape.global_batch = request.global_batch_size;
+  shape.micro_batch = request.micro_batch_size;
+  shape.world_size = request.trainers;
+  Active active{request, generation, DeviceKind::kCpu, {}, now, now + grace, next_sequence_++};
+  active.request.last_generation = generation;
+  for (size_t rank = 0; rank < trainer_ids_by_rank.size(); ++rank) {
+    Assignment a;
+    a.ref = AssignmentRef{request.job_id, generation, static_cast<int>(rank)};
+    a.world_size = static_cast<int>(trainer_ids_by_rank.size());
+    a.base_model = request.base_model;
+    a.grad_accum_steps = shape.GradAccum();
+    a.create_time = now;
+    if (absl::Status s = registry_->ExpectAdoption(trainer_ids_by_rank[rank], a); !s.ok()) {
+      for (size_t taken = 0; taken < active.ranks.size(); ++taken) {
+        const AssignmentRef ref{request.job_id, generation, static_cast<int>(taken)};
+        registry_->Release(active.ranks[taken].trainer_id, ref, "adoption abandoned", /*send_cancel=*/false);
+      }
+      return s;
+    }
+    active.ranks.push_back(Rank{trainer_ids_by_rank[rank], false, true});
+  }
+  if (rendezvous_ != nullptr) {
+    // Cannot fail: nothing else has begun a generation of this job in this process.
+    (void)rendezvous_->BeginGeneration(request.job_id, generation);
+  }
+  running_[request.job_id] = std::move(active);
+  return absl::OkStatus();
+}
+
 // --- Trainers. ---
 
 absl::StatusOr<RegisterTrainerResult> Scheduler::RegisterTrainer(const TrainerRegistration& registration,
@@ -143,7 +196,15 @@ absl::StatusOr<HeartbeatResult> Scheduler::Heartbeat(const std::string& trainer_
   if (!reply.ok()) return reply.status();
   HeartbeatResult result{*std::move(reply), {}};
   bool changed = result.reply.freed;
+  for (const AssignmentRef& ref : result.reply.adopted) RankBackLocked(ref, result.events);
   for (const AssignmentRef& ref : result.reply.dropped) {
+    if (AwaitingLocked(trainer_id, ref)) {
+      EndAdoptionLocked(ref.job_id, {trainer_id},
+                        StrCat("came back without running rank ", ref.rank, " of generation ", ref.generation),
+                        result.events);
+      changed = true;  // the job is queued again
+      continue;
+    }
     const std::optional<TrainerInfo> t = registry_->GetTrainer(trainer_id);
     changed |= FailRankLocked(
         trainer_id, ref,
@@ -175,6 +236,7 @@ absl::StatusOr<SchedulerEvents> Scheduler::ReportEngineExit(const std::string& t
   Rank& rank = job.ranks[ref.rank];
   if (rank.exited) return events;  // reported before: safe to retry
   rank.exited = true;
+  if (exit.reason == ExitReason::kCompleted) RankBackLocked(ref, events);
   if (exit.reason != ExitReason::kCompleted) {
     const std::optional<TrainerInfo> t = registry_->GetTrainer(trainer_id);
     std::string why = StrCat("rank ", ref.rank, " on trainer ", t ? t->registration.name : trainer_id,
@@ -182,7 +244,7 @@ absl::StatusOr<SchedulerEvents> Scheduler::ReportEngineExit(const std::string& t
     if (exit.reason == ExitReason::kCancelled) why += " without being cancelled";
     if (!exit.message.empty()) why += StrCat(": ", exit.message);
     why += StrCat(" (step ", exit.step, ")");
-    EndRunningLocked(ref.job_id, JobEnd::kFailed, why, !JobFault(exit), events);
+    RankFailedLocked(ref, why, !JobFault(exit), events);
   }
   if (freed || !events.ended.empty()) ScheduleLocked(events);
   return events;
@@ -215,12 +277,16 @@ SchedulerEvents Scheduler::Tick() {
   absl::MutexLock lock(&mu_);
   SchedulerEvents events;
   for (LostTrainer& lost : registry_->ExpireLeases()) {
-    if (lost.assignment) {
+    if (lost.assignment && AwaitingLocked(lost.trainer_id, *lost.assignment)) {
+      EndAdoptionLocked(lost.assignment->job_id, {lost.trainer_id},
+                        "came back but was lost before it listed its assignment", events);
+    } else if (lost.assignment) {
       FailRankLocked(lost.trainer_id, *lost.assignment,
                      StrCat("trainer ", lost.name, " lost at step ", lost.step), true, events);
     }
     events.lost.push_back(std::move(lost));
   }
+  ExpireAdoptionsLocked(events);
   ScheduleLocked(events);
   return events;
 }
@@ -331,6 +397,81 @@ bool Scheduler::EndRunningLocked(const std::string& job_id, JobEnd end, const st
   return freed;
 }
 
+bool Scheduler::AwaitingLocked(const std::string& trainer_id, const AssignmentRef& ref) const {
+  auto it = running_.find(ref.job_id);
+  if (it == running_.end() || it->second.generation != ref.generation) return false;
+  const std::vector<Rank>& ranks = it->second.ranks;
+  return ref.rank >= 0 && ref.rank < static_cast<int>(ranks.size()) && ranks[ref.rank].trainer_id == trainer_id &&
+         ranks[ref.rank].awaiting;
+}
+
+void Scheduler::RankBackLocked(const AssignmentRef& ref, SchedulerEvents& events) {
+  auto it = running_.find(ref.job_id);
+  if (it == running_.end() || it->second.generation != ref.generation) return;
+  Active& job = it->second;
+  if (ref.rank < 0 || ref.rank >= static_cast<int>(job.ranks.size()) || !job.ranks[ref.rank].awaiting) return;
+  Rank& rank = job.ranks[ref.rank];
+  rank.awaiting = false;
+  // The world's device kind was not stored; its trainers tell it as they come back.
+  if (std::optional<TrainerInfo> t = registry_->GetTrainer(rank.trainer_id); t) {
+    job.device_kind = t->registration.device_kind;
+  }
+  if (std::any_of(job.ranks.begin(), job.ranks.end(), [](const Rank& r) { return r.awaiting; })) return;
+  job.adoption_deadline.reset();
+  WorldAdopted adopted{ref.job_id, job.generation, {}};
+  for (const Rank& r : job.ranks) adopted.trainer_ids.push_back(r.trainer_id);
+  events.adopted.push_back(std::move(adopted));
+}
+
+bool Scheduler::EndAdoptionLocked(const std::string& job_id, std::vector<std::string> missing,
+                                  const std::string& reason, SchedulerEvents& events) {
+  auto it = running_.find(job_id);
+  if (it == running_.end()) return false;
+  Active job = std::move(it->second);
+  running_.erase(it);
+  std::vector<std::string> names;
+  for (const std::string& id : missing) {
+    const std::optional<TrainerInfo> t = registry_->GetTrainer(id);
+    names.push_back(t ? t->registration.name : id);
+  }
+  const std::string cancel_reason =
+      StrCat("generation ", job.generation, " is replaced after the coordinator's restart: ",
+             names.empty() ? "" : StrCat(StrJoin(names, ", "), " "), reason);
+  bool freed = false;
+  for (size_t rank = 0; rank < job.ranks.size(); ++rank) {
+    if (job.ranks[rank].exited) continue;
+    const AssignmentRef ref{job_id, job.generation, static_cast<int>(rank)};
+    freed |= registry_->Release(job.ranks[rank].trainer_id, ref, cancel_reason, /*send_cancel=*/true);
+  }
+  if (rendezvous_ != nullptr) rendezvous_->EndJob(job_id);
+  // Back in the queue at the place it took when it was adopted; the next world is generation + 1.
+  JobRequest request = job.request;
+  request.last_generation = job.generation;
+  const QueueKey key{-request.priority, job.sequence};
+  queue_.emplace(key, Queued{request, job.sequence});
+  queued_ids_.emplace(job_id, key);
+  events.recovering.push_back(JobRecovering{job_id, job.generation, std::move(missing), reason});
+  return freed;
+}
+
+void Scheduler::ExpireAdoptionsLocked(SchedulerEvents& events) {
+  const absl::Time now = clock_->Now();
+  std::vector<std::pair<std::string, std::vector<std::string>>> due;
+  std::vector<std::string> reasons;
+  for (const auto& [id, job] : running_) {
+    if (!job.adoption_deadline || now < *job.adoption_deadline) continue;
+    std::vector<std::string> missing;
+    for (const Rank& r : job.ranks) {
+      if (r.awaiting) missing.push_back(r.trainer_id);
+    }
+    due.emplace_back(id, std::move(missing));
+    reasons.push_back(StrCat("did not come back within ",
+                             absl::FormatDuration(*job.adoption_deadline - job.start_time),
+                             " of the coordinator's restart"));
+  }
+  for (size_t i = 0; i < due.size(); ++i) EndAdoptionLocked(due[i].first, std::move(due[i].second), reasons[i], events);
+}
+
 bool Scheduler::FailRankLocked(const std::string& trainer_id, const AssignmentRef& ref, const std::string& reason,
                                bool trainer_fault, SchedulerEvents& events) {
   auto it = running_.find(ref.job_id);
@@ -340,8 +481,25 @@ bool Scheduler::FailRankLocked(const std::string& trainer_id, const AssignmentRe
   Rank& rank = job.ranks[ref.rank];
   if (rank.trainer_id != trainer_id || rank.exited) return false;
   rank.exited = true;
-  EndRunningLocked(ref.job_id, JobEnd::kFailed, reason, trainer_fault, events);
+  RankFailedLocked(ref, reason, trainer_fault, events);
   return true;
+}
+
+void Scheduler::RankFailedLocked(const AssignmentRef& ref, const std::string& reason, bool trainer_fault,
+                                 SchedulerEvents& events) {
+  Active& job = running_.at(ref.job_id);
+  if (!job.adoption_deadline || !trainer_fault) {
+    EndRunningLocked(ref.job_id, JobEnd::kFailed, reason, trainer_fault, events);
+    return;
+  }
+  // An adopted world that did not come back whole: recover it rather than fail the job.
+  job.ranks[ref.rank].awaiting = false;
+  std::vector<std::string> missing;
+  for (const Rank& r : job.ranks) {
+    if (r.awaiting) missing.push_back(r.trainer_id);
+  }
+  const std::string why = missing.empty() ? reason : StrCat("had not come back when ", reason);
+  EndAdoptionLocked(ref.job_id, std::move(missing), why, events);
 }
 
 // --- Views. ---
@@ -373,8 +531,11 @@ int64_t Scheduler::QueueDepth() const {
 }
 
 RunningJob Scheduler::RunningViewLocked(const Active& job) const {
-  RunningJob view{job.request, job.generation, job.device_kind, {}, job.start_time};
-  for (const Rank& r : job.ranks) view.trainer_ids.push_back(r.trainer_id);
+  RunningJob view{job.request, job.generation, job.device_kind, {}, job.start_time, {}, job.adoption_deadline};
+  for (const Rank& r : job.ranks) {
+    view.trainer_ids.push_back(r.trainer_id);
+    if (r.awaiting) view.awaiting_trainer_ids.push_back(r.trainer_id);
+  }
   return view;
 }
 

@@ -20,6 +20,16 @@
 // Failures (until automatic recovery exists): a rank that fails (engine error, crash, lost
 // trainer, dropped assignment) fails its job; the other ranks get cancellations; every trainer is
 // freed once it has let go of the work (exit reported, no longer listed, or lease expired).
+//
+// Adoption after a coordinator restart (DESIGN.md §3.9): Adopt puts a job that was RUNNING back
+// in the running set at its old generation, each rank awaiting its trainer, which kept training
+// while the coordinator was away. A rank is back when its trainer registers again and lists the
+// assignment in a heartbeat (or reports its engine's exit); once all are back the world simply
+// continues (WorldAdopted). If a deadline passes with ranks missing, or a trainer comes back
+// without listing its assignment, or is lost before doing so, or a rank fails by its trainer's
+// fault before the world is whole, the adoption ends: the job goes RECOVERING (JobRecovering),
+// the ranks present get cancellations, and the job is queued again (at the place it had in the
+// restored queue) to form generation + 1.
 #ifndef HERD_COORDINATOR_SCHEDULER_H_
 #define HERD_COORDINATOR_SCHEDULER_H_
 
@@ -95,13 +105,36 @@ struct JobEnded {
   bool trainer_fault = false;
 };
 
+// An adopted world is whole again: every rank's trainer came back after a coordinator restart
+// and the job keeps running at `generation` (persist a notice; the state stays RUNNING).
+struct WorldAdopted {
+  std::string job_id;
+  int64_t generation = 0;
+  std::vector<std::string> trainer_ids;  // by rank
+};
+
+// An adoption ended without its whole world: the job is RECOVERING (persist it before any
+// WorldStarted of the same call, which may already form its next generation).
+struct JobRecovering {
+  std::string job_id;
+  int64_t generation = 0;                        // the generation given up
+  std::vector<std::string> missing_trainer_ids;  // the trainers that did not come back (or none,
+                                                 // when a rank failed after all had)
+  std::string reason;  // what they did, e.g. "did not come back within 1m of the coordinator's restart"
+};
+
 // What a call changed; the caller persists it (jobs' states, trainers' LOST) before answering.
+// Order: lost, recovering, started, adopted, ended.
 struct SchedulerEvents {
   std::vector<WorldStarted> started;
   std::vector<JobEnded> ended;
   std::vector<LostTrainer> lost;
+  std::vector<JobRecovering> recovering;
+  std::vector<WorldAdopted> adopted;
 
-  bool empty() const { return started.empty() && ended.empty() && lost.empty(); }
+  bool empty() const {
+    return started.empty() && ended.empty() && lost.empty() && recovering.empty() && adopted.empty();
+  }
 };
 
 struct SchedulerOptions {
@@ -122,6 +155,9 @@ struct RunningJob {
   DeviceKind device_kind = DeviceKind::kCpu;
   std::vector<std::string> trainer_ids;  // by rank
   absl::Time start_time;
+  // An adoption in progress: the trainers not back yet, and until when they may come.
+  std::vector<std::string> awaiting_trainer_ids;
+  std::optional<absl::Time> adoption_deadline;
 };
 
 struct RegisterTrainerResult {
@@ -153,6 +189,15 @@ class Scheduler {
   // kSucceeded). NOT_FOUND as for Cancel.
   absl::StatusOr<SchedulerEvents> Finish(const std::string& job_id, JobEnd end, const std::string& reason);
 
+  // After a coordinator restart (JobControl::Restore): the job was RUNNING at `generation` on
+  // these trainers (by rank). It is running again at once, each rank awaiting its trainer for
+  // up to `grace` (see the top of this file). INVALID_ARGUMENT malformed request, generation
+  // or trainer list (empty, an empty or repeated id); ALREADY_EXISTS the scheduler holds the
+  // job; FAILED_PRECONDITION a trainer is already busy or expected with other work (nothing
+  // is kept: recover the job instead).
+  absl::Status Adopt(const JobRequest& request, int64_t generation, std::vector<std::string> trainer_ids_by_rank,
+                     absl::Duration grace);
+
   // --- Trainers (TrainerService). ---
   // Expires leases (so a restarted agent's old session is LOST first), registers, schedules.
   absl::StatusOr<RegisterTrainerResult> RegisterTrainer(const TrainerRegistration& registration,
@@ -172,7 +217,7 @@ class Scheduler {
   // Every TrainerService call that names a ref checks this first.
   absl::Status CheckAssignment(const std::string& trainer_id, const AssignmentRef& ref) const;
 
-  // Lease expiry and a scheduling pass; call about every second.
+  // Lease expiry, adoption deadlines and a scheduling pass; call about every second.
   SchedulerEvents Tick();
   // A scheduling pass alone.
   SchedulerEvents Schedule();
@@ -188,7 +233,8 @@ class Scheduler {
  private:
   struct Rank {
     std::string trainer_id;
-    bool exited = false;  // its engine ended (or its trainer was lost)
+    bool exited = false;    // its engine ended (or its trainer was lost)
+    bool awaiting = false;  // adopted: its trainer has not listed it (nor reported its exit) yet
   };
   struct Active {
     JobRequest request;
@@ -196,6 +242,9 @@ class Scheduler {
     DeviceKind device_kind = DeviceKind::kCpu;
     std::vector<Rank> ranks;
     absl::Time start_time;
+    // Adopted jobs: until when ranks may await, and the queue place taken if it recovers.
+    std::optional<absl::Time> adoption_deadline;
+    int64_t sequence = 0;
   };
   struct Queued {
     JobRequest request;
@@ -223,6 +272,21 @@ class Scheduler {
   // rendezvous values, records the event. Returns whether a trainer became idle.
   bool EndRunningLocked(const std::string& job_id, JobEnd end, const std::string& reason,
                         bool trainer_fault, SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `ref` is a rank of a running job, held by `trainer_id` and still awaiting it.
+  bool AwaitingLocked(const std::string& trainer_id, const AssignmentRef& ref) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks the rank of `ref` back (listed or exited); a world with no rank awaiting is adopted.
+  void RankBackLocked(const AssignmentRef& ref, SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives up an adoption: cancels the ranks present, drops rendezvous values, queues the job
+  // for its next generation and records JobRecovering. Returns whether a trainer became idle.
+  bool EndAdoptionLocked(const std::string& job_id, std::vector<std::string> missing, const std::string& reason,
+                         SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adoptions whose deadline has passed.
+  void ExpireAdoptionsLocked(SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The rank of `ref` (marked exited) has failed: the job fails, or, during an adoption and by
+  // the trainer's fault, recovers.
+  void RankFailedLocked(const AssignmentRef& ref, const std::string& reason, bool trainer_fault,
+                        SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fails the job of `ref` if `ref` is a live rank of its current generation on `trainer_id`.
   bool FailRankLocked(const std::string& trainer_id, const AssignmentRef& ref, const std::string& reason,
                       bool trainer_fault, SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

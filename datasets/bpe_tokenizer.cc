@@ -167,6 +167,19 @@ class BpeTokenizer final : public Tokenizer {
     return Utf8Lossy(bytes);
   }
 
+  absl::StatusOr<std::string> TokenBytes(int32_t id) const override {
+    if (id < 0 || id >= vocab_size() || !t_.has_piece[id]) {
+      return absl::InvalidArgumentError(
+          herd::StrCat("token id ", id, " is not in the vocabulary (", vocab_size(), " ids)"));
+    }
+    if (t_.special[id]) {
+      for (const auto& [content, special_id] : info().special_tokens) {
+        if (special_id == id) return content;
+      }
+    }
+    return t_.pieces[id];
+  }
+
  private:
   absl::Status EncodePiece(std::string_view piece, std::vector<int32_t>* out) const {
     if (t_.ignore_merges) {

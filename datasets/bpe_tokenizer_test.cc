@@ -175,6 +175,16 @@ TEST(BpeTokenizer, Decode) {
   EXPECT_FALSE(t->Decode({{280}}).ok());  // inside the range but no such token
 }
 
+TEST(BpeTokenizer, TokenBytes) {
+  std::unique_ptr<Tokenizer> t = Make(MakeJson());
+  ASSERT_NE(t, nullptr);
+  EXPECT_EQ(*t->TokenBytes(kAB), "ab");
+  EXPECT_EQ(*t->TokenBytes(0xe6), "\xe6");  // a byte token: the byte, not U+FFFD
+  EXPECT_EQ(*t->TokenBytes(kEOT), "<|eot_id|>");  // special tokens are spelled out
+  EXPECT_FALSE(t->TokenBytes(280).ok());
+  EXPECT_FALSE(t->TokenBytes(-1).ok());
+}
+
 TEST(BpeTokenizer, Errors) {
   struct Case {
     std::string name;

@@ -206,8 +206,12 @@ absl::StatusOr<Example> Encode(const std::vector<Segment>& segments, const Token
     }
     if (s.text.empty()) continue;
     HERD_ASSIGN_OR_RETURN(std::vector<int32_t> ids, tokenizer.Encode(s.text, s.start));
-    ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
-    ex.trained.insert(ex.trained.end(), ids.size(), s.trained ? 1 : 0);
+    if (ex.ids.empty()) {
+      ex.ids = std::move(ids);
+    } else {
+      ex.ids.insert(ex.ids.end(), ids.begin(), ids.end());
+    }
+    ex.trained.resize(ex.ids.size(), s.trained ? 1 : 0);
   }
   if (!ex.trained.empty()) ex.trained[0] = 0;
   return ex;

@@ -7,8 +7,11 @@
 #define HERD_DATASETS_PACKING_H_
 
 #include <cstdint>
+#include <functional>
+#include <optional>
 #include <span>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "datasets/examples.h"
@@ -51,6 +54,46 @@ struct PackStats {
 // order they were opened, documents within a row in the order they were placed.
 absl::StatusOr<PreparedRows> Pack(std::span<const Example> examples, const PackingOptions& options,
                                   PackStats* stats);
+
+// Pack in two steps, for documents kept outside memory (prepare.cc): the placement needs only each
+// document's size, the layout reads the tokens of a few rows at a time.
+
+// What placement needs to know of a document.
+struct DocumentSize {
+  uint32_t tokens = 0;           // the example's length
+  uint32_t trained_targets = 0;  // trained flags among its first min(tokens, max_seq_len)
+                                 // tokens, the first token not counted (nothing predicts it)
+};
+DocumentSize SizeOf(const Example& example, const PackingOptions& options);
+
+// Where every document goes. Rows are runs of `placed`, documents in placement order.
+struct PackPlan {
+  struct Placed {
+    uint32_t document;  // index into the sizes given to PlanPacking
+    uint32_t length;    // tokens kept (a truncated document keeps max_seq_len)
+  };
+  int64_t seq_len = 0;
+  std::vector<Placed> placed;
+  std::vector<int64_t> row_begin = {0};  // rows() + 1 offsets into placed
+
+  int64_t rows() const { return static_cast<int64_t>(row_begin.size()) - 1; }
+};
+
+// Pack's placement, truncation, drops and figures; PackStats::sequences and slots included.
+absl::StatusOr<PackPlan> PlanPacking(std::span<const DocumentSize> sizes,
+                                     const PackingOptions& options, PackStats* stats);
+
+// A document's first tokens, at least as many as the plan keeps of it.
+struct DocumentTokens {
+  std::span<const int32_t> ids;
+  std::span<const uint8_t> trained;
+};
+using DocumentSource = std::function<absl::StatusOr<DocumentTokens>(uint32_t document)>;
+
+// Lays out rows [first, last) of `plan` into `out` (replacing its contents): Pack's rows.
+absl::Status LayoutRows(const PackPlan& plan, int64_t first, int64_t last,
+                        const PackingOptions& options, const DocumentSource& source,
+                        PreparedRows* out);
 
 }  // namespace herd::datasets
 

@@ -3,6 +3,10 @@
 // fix a seeded global order, pack, and write the prepared files (prepared.h). Pure over a
 // Tokenizer; the tokenizer itself comes from LoadTokenizer (herd_tokenizer_spm), which is why
 // the model-directory convenience lives in the herd-prepare tool rather than here.
+//
+// Streaming: memory does not grow with the tokens of the dataset (only a few small figures per
+// record); tokenised documents wait in a temporary file beside the output. Records are tokenised
+// on several threads and the files are byte-identical for any number of them.
 #ifndef HERD_DATASETS_PREPARE_H_
 #define HERD_DATASETS_PREPARE_H_
 
@@ -28,6 +32,9 @@ struct PrepareOptions {
   uint64_t seed = 42;                  // validation split and global order
   std::string output_path;             // training rows (required)
   std::string validation_output_path;  // validation rows (required when validation_split > 0)
+  int threads = 0;                     // tokenising threads; 0 = the hardware's, at most 8
+
+  static constexpr int kMaxThreads = 256;
 
   absl::Status Validate() const;
 };

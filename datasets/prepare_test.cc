@@ -9,6 +9,8 @@
 #include <fstream>
 #include <numeric>
 #include <string>
+#include <tuple>
+#include <vector>
 
 #include "common/file_util.h"
 #include "common/sha256.h"
@@ -203,6 +205,138 @@ TEST_F(PrepareTest, ReadJsonlRecordsKeepsLineNumbers) {
   EXPECT_EQ((*got)[0].record.text, "a");
   EXPECT_EQ((*got)[1].line, 4);
   EXPECT_EQ((*got)[1].record.text, "b");
+}
+
+// A chat file of `n` records spanning several reader batches, with what skip_invalid drops:
+// invalid JSON, another format, records the template refuses, blank and CRLF lines.
+std::string MessyChat(int n) {
+  std::string s;
+  const char* words[] = {"alpha", "béta", "東京", "🦙", "naïve", "zeta", "x"};
+  for (int i = 0; i < n; ++i) {
+    if (i % 97 == 5) {
+      s += "{oops\n";
+    } else if (i % 89 == 7) {
+      s += "{\"text\": \"another format\"}\n";
+    } else if (i % 83 == 9) {
+      s += "\r\n";
+    } else if (i % 79 == 11) {
+      s += R"({"messages": [{"role": "user", "content": "a"}, {"role": "user", "content": "b"}, )"
+           R"({"role": "assistant", "content": "c"}]})"
+           "\n";
+    } else {
+      std::string user, answer;
+      for (int w = 0; w < 1 + i % 7; ++w) user += std::string(words[(i + w) % 7]) + " ";
+      for (int w = 0; w < 1 + (i * 13) % 23; ++w) answer += std::string(words[(i * w) % 7]) + " ";
+      s += R"({"messages": [{"role": "user", "content": ")" + user +
+           R"("}, {"role": "assistant", "content": ")" + answer + "\"}]}" +
+           (i % 5 == 0 ? "\r\n" : "\n");
+    }
+  }
+  return s;
+}
+
+TEST_F(PrepareTest, ThreadCountDoesNotChangeTheFiles) {
+  const char* src = std::getenv("HERD_SOURCE_DIR");
+  ASSERT_NE(src, nullptr) << "HERD_SOURCE_DIR must point at the checkout";
+  struct Case {
+    std::string name, path;
+    bool skip_invalid;
+    double validation_split;
+    int64_t max_seq_len;
+  };
+  const std::vector<Case> cases = {
+      {"support_chat", std::string(src) + "/datasets/samples/support_chat.jsonl", false, 0.1, 256},
+      {"support_qa", std::string(src) + "/datasets/samples/support_qa.jsonl", false, 0.2, 128},
+      {"messy, skip_invalid", Write("messy.jsonl", MessyChat(12000)), true, 0.05, 96},
+      {"messy, refused", dir_ + "/messy.jsonl", false, 0.05, 96},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::string first_files, first_result;
+    for (int threads : {1, 2, 4}) {
+      PrepareOptions o = Options(c.validation_split);
+      o.packing.max_seq_len = c.max_seq_len;
+      o.skip_invalid = c.skip_invalid;
+      o.threads = threads;
+      std::filesystem::remove(o.output_path);
+      std::filesystem::remove(o.validation_output_path);
+      absl::StatusOr<PrepareResult> r = PrepareJsonl(c.path, tok_, o);
+      const std::string result = r.ok() ? r->ToJson() : r.status().ToString();
+      const std::string files = r.ok() ? ReadFile(o.output_path).value() + "|" +
+                                             ReadFile(o.validation_output_path).value()
+                                       : "";
+      if (threads == 1) {
+        first_files = files;
+        first_result = result;
+        if (c.skip_invalid) {
+          ASSERT_TRUE(r.ok()) << r.status();
+          EXPECT_GT(r->invalid_skipped, 0);
+        }
+        continue;
+      }
+      EXPECT_EQ(result, first_result) << "threads " << threads;
+      EXPECT_TRUE(files == first_files) << "threads " << threads << ": files differ";
+    }
+  }
+}
+
+// The streamed preparation against the whole dataset in memory: records, examples, the seeded
+// order and Pack over them give the same rows and figures.
+TEST_F(PrepareTest, SameRowsAsPackingInMemory) {
+  const std::string data = Write("messy.jsonl", MessyChat(5000));
+  PrepareOptions o = Options(0.1);
+  o.packing.max_seq_len = 80;
+  o.skip_invalid = true;
+  o.threads = 3;
+  absl::StatusOr<PrepareResult> r = PrepareJsonl(data, tok_, o);
+  ASSERT_TRUE(r.ok()) << r.status();
+
+  ValidationOptions vopts{.skip_invalid = true};
+  absl::StatusOr<std::vector<NumberedRecord>> records = ReadJsonlRecords(data, vopts, nullptr);
+  ASSERT_TRUE(records.ok()) << records.status();
+  std::vector<Example> examples;
+  for (const NumberedRecord& nr : *records) {
+    absl::StatusOr<Example> ex = BuildExample(nr.record, tok_, {});
+    if (ex.ok()) examples.push_back(*std::move(ex));
+  }
+  ASSERT_EQ(static_cast<int64_t>(examples.size()), r->records);
+  const std::vector<int64_t> order = SeededPermutation(r->records, o.seed);
+  const int64_t k = r->validation_records;
+  std::vector<Example> train, validation;
+  for (int64_t i = 0; i < r->records; ++i) {
+    (i < k ? validation : train).push_back(examples[order[i]]);
+  }
+  for (const auto& [split, docs, path, stats] :
+       {std::tuple{"train", &train, o.output_path, r->train},
+        std::tuple{"validation", &validation, o.validation_output_path, r->validation}}) {
+    SCOPED_TRACE(split);
+    PackStats want_stats;
+    absl::StatusOr<PreparedRows> want = Pack(*docs, o.packing, &want_stats);
+    ASSERT_TRUE(want.ok()) << want.status();
+    EXPECT_EQ(stats.ToJson(), want_stats.ToJson());
+    absl::StatusOr<std::unique_ptr<PreparedFile>> got = PreparedFile::Open(path);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ((*got)->rows(), want->rows);
+    for (int64_t row = 0; row < want->rows; ++row) {
+      const PreparedFile::Row g = (*got)->row(row);
+      const auto slice = [&](const std::vector<int32_t>& v) {
+        return std::vector<int32_t>(v.begin() + row * 80, v.begin() + (row + 1) * 80);
+      };
+      ASSERT_EQ(std::vector<int32_t>(g.input_ids.begin(), g.input_ids.end()),
+                slice(want->input_ids))
+          << "row " << row;
+      ASSERT_EQ(std::vector<int32_t>(g.targets.begin(), g.targets.end()), slice(want->targets));
+      ASSERT_EQ(std::vector<int32_t>(g.position_ids.begin(), g.position_ids.end()),
+                slice(want->position_ids));
+      ASSERT_EQ(std::vector<int32_t>(g.doc_ids.begin(), g.doc_ids.end()), slice(want->doc_ids));
+    }
+  }
+}
+
+TEST_F(PrepareTest, ThreadsOption) {
+  PrepareOptions o = Options();
+  o.threads = -1;
+  EXPECT_CONTAINS(PrepareJsonl(QaFile(3), tok_, o).status().message(), "threads must be in");
 }
 
 }  // namespace

@@ -1,13 +1,21 @@
 // Prepared-data file: writer, reader and content checks (see PREPARED_FORMAT.md).
 #include "datasets/prepared.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <array>
+#include <atomic>
 #include <bit>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <map>
 
 #include "common/status.h"
 #include "common/strings.h"
+#include "nlohmann/json.hpp"
 
 namespace herd::datasets {
 namespace {
@@ -15,10 +23,39 @@ namespace {
 static_assert(std::endian::native == std::endian::little,
               "the file stores little-endian int32; rows are handed out without conversion");
 
+// PreparedRows' columns, in this order everywhere below.
 constexpr const char* kTensorNames[] = {"input_ids", "targets", "position_ids", "doc_ids"};
+// The columns in file order: by name, as SafetensorsWriter lays out tensors of one element size.
+constexpr int kFileOrder[] = {3, 0, 2, 1};  // doc_ids, input_ids, position_ids, targets
+
+int FilePosition(int column) {
+  for (int k = 0; k < 4; ++k) {
+    if (kFileOrder[k] == column) return k;
+  }
+  return -1;
+}
+
+std::array<const std::vector<int32_t>*, 4> Columns(const PreparedRows& rows) {
+  return {&rows.input_ids, &rows.targets, &rows.position_ids, &rows.doc_ids};
+}
+
+absl::Status Errno(std::string_view what, std::string_view path) {
+  return absl::InternalError(herd::StrCat(what, " ", path, ": ", std::strerror(errno)));
+}
 
 absl::Status Bad(std::string_view source, std::string_view what) {
   return absl::InvalidArgumentError(herd::StrCat(source, ": ", what));
+}
+
+absl::Status CheckColumns(std::string_view path, const PreparedRows& rows) {
+  const size_t n = static_cast<size_t>(rows.rows * rows.seq_len);
+  for (int c = 0; c < 4; ++c) {
+    if (Columns(rows)[c]->size() != n) {
+      return Bad(path, herd::StrCat(kTensorNames[c], " holds ", Columns(rows)[c]->size(),
+                                    " values, expected ", rows.rows, " x ", rows.seq_len));
+    }
+  }
+  return absl::OkStatus();
 }
 
 // Checks the rows held at the four pointers, [rows, seq_len] each.
@@ -68,31 +105,131 @@ absl::Status CheckRows(std::string_view source, const int32_t* const columns[4],
 
 absl::Status WritePreparedFile(const std::string& path, const PreparedRows& rows,
                                const PreparedMetadata& metadata) {
-  const size_t n = static_cast<size_t>(rows.rows * rows.seq_len);
-  const std::vector<int32_t>* columns[] = {&rows.input_ids, &rows.targets, &rows.position_ids,
-                                           &rows.doc_ids};
   if (rows.rows < 0 || rows.seq_len <= 0) {
     return Bad(path, herd::StrCat("bad shape [", rows.rows, ", ", rows.seq_len, "]"));
   }
-  SafetensorsWriter writer;
-  for (int c = 0; c < 4; ++c) {
-    if (columns[c]->size() != n) {
-      return Bad(path, herd::StrCat(kTensorNames[c], " holds ", columns[c]->size(),
-                                    " values, expected ", rows.rows, " x ", rows.seq_len));
-    }
-    HERD_RETURN_IF_ERROR(writer.Add(kTensorNames[c], Dtype::kI32, {rows.rows, rows.seq_len},
-                                    columns[c]->data(), n * sizeof(int32_t)));
+  HERD_RETURN_IF_ERROR(CheckColumns(path, rows));
+  HERD_ASSIGN_OR_RETURN(std::unique_ptr<PreparedFileWriter> writer,
+                        PreparedFileWriter::Create(path, rows.rows, rows.seq_len, metadata));
+  HERD_RETURN_IF_ERROR(writer->Write(0, rows));
+  return writer->Finish();
+}
+
+absl::StatusOr<std::unique_ptr<PreparedFileWriter>> PreparedFileWriter::Create(
+    const std::string& path, int64_t rows, int64_t seq_len, const PreparedMetadata& metadata) {
+  if (rows < 0 || seq_len <= 0 || rows > INT64_MAX / 4 / seq_len) {
+    return Bad(path, herd::StrCat("bad shape [", rows, ", ", seq_len, "]"));
   }
-  writer.SetMetadata("herd_prepared", kPreparedFormatVersion);
-  writer.SetMetadata("seq_len", std::to_string(rows.seq_len));
-  writer.SetMetadata("split", metadata.split);
-  writer.SetMetadata("vocab_size", std::to_string(metadata.vocab_size));
-  writer.SetMetadata("stats", metadata.stats_json);
-  writer.SetMetadata("tokenizer_sha256", metadata.tokenizer_sha256);
-  writer.SetMetadata("tokenizer_config_sha256", metadata.tokenizer_config_sha256);
-  writer.SetMetadata("source_sha256", metadata.source_sha256);
-  writer.SetMetadata("options", metadata.options_json);
-  return writer.Write(path);
+  // SafetensorsWriter's layout: metadata first, keys sorted; tensors of one element size in name
+  // order, back to back; the header padded with spaces to a multiple of 8.
+  const std::map<std::string, std::string> meta = {
+      {"herd_prepared", kPreparedFormatVersion},
+      {"seq_len", std::to_string(seq_len)},
+      {"split", metadata.split},
+      {"vocab_size", std::to_string(metadata.vocab_size)},
+      {"stats", metadata.stats_json},
+      {"tokenizer_sha256", metadata.tokenizer_sha256},
+      {"tokenizer_config_sha256", metadata.tokenizer_config_sha256},
+      {"source_sha256", metadata.source_sha256},
+      {"options", metadata.options_json},
+  };
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  header["__metadata__"] = meta;
+  const uint64_t column_bytes = static_cast<uint64_t>(rows * seq_len) * sizeof(int32_t);
+  for (int c : kFileOrder) {
+    const uint64_t begin = column_bytes * static_cast<uint64_t>(FilePosition(c));
+    header[kTensorNames[c]] = {{"dtype", DtypeName(Dtype::kI32)},
+                               {"shape", {rows, seq_len}},
+                               {"data_offsets", {begin, begin + column_bytes}}};
+  }
+  std::string text =
+      header.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
+  text.append((8 - text.size() % 8) % 8, ' ');
+  std::string head(8, '\0');
+  for (int i = 0; i < 8; ++i) head[i] = static_cast<char>((text.size() >> (8 * i)) & 0xff);
+  head += text;
+
+  static std::atomic<uint64_t> counter{0};
+  std::string tmp = herd::StrCat(path, ".tmp.", ::getpid(), ".", counter.fetch_add(1));
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return Errno("create", tmp);
+  std::unique_ptr<PreparedFileWriter> w(
+      new PreparedFileWriter(path, std::move(tmp), fd, rows, seq_len, head.size()));
+  HERD_RETURN_IF_ERROR(w->WriteAt(head.data(), head.size(), 0));
+  return w;
+}
+
+PreparedFileWriter::PreparedFileWriter(std::string path, std::string tmp, int fd, int64_t rows,
+                                       int64_t seq_len, uint64_t data_start)
+    : path_(std::move(path)),
+      tmp_(std::move(tmp)),
+      fd_(fd),
+      rows_(rows),
+      seq_len_(seq_len),
+      data_start_(data_start) {}
+
+PreparedFileWriter::~PreparedFileWriter() {
+  if (fd_ >= 0) {
+    ::close(fd_);
+    ::unlink(tmp_.c_str());
+  }
+}
+
+absl::Status PreparedFileWriter::WriteAt(const void* data, size_t size, uint64_t offset) {
+  const char* p = static_cast<const char*>(data);
+  while (size > 0) {
+    const ssize_t n = ::pwrite(fd_, p, size, static_cast<off_t>(offset));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Errno("write", tmp_);
+    }
+    p += n;
+    size -= static_cast<size_t>(n);
+    offset += static_cast<uint64_t>(n);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status PreparedFileWriter::Write(int64_t first_row, const PreparedRows& rows) {
+  if (fd_ < 0) return absl::FailedPreconditionError(herd::StrCat(path_, ": already finished"));
+  if (rows.seq_len != seq_len_) {
+    return Bad(path_, herd::StrCat("rows of ", rows.seq_len, " written to a file of ", seq_len_));
+  }
+  if (first_row < 0 || rows.rows < 0 || rows.rows > rows_ - first_row) {
+    return Bad(path_, herd::StrCat("rows [", first_row, ", ", first_row + rows.rows,
+                                   ") are outside the file's ", rows_));
+  }
+  HERD_RETURN_IF_ERROR(CheckColumns(path_, rows));
+  const uint64_t column_bytes = static_cast<uint64_t>(rows_ * seq_len_) * sizeof(int32_t);
+  const uint64_t at = static_cast<uint64_t>(first_row * seq_len_) * sizeof(int32_t);
+  const size_t size = static_cast<size_t>(rows.rows * rows.seq_len) * sizeof(int32_t);
+  for (int c = 0; c < 4; ++c) {
+    const uint64_t offset =
+        data_start_ + column_bytes * static_cast<uint64_t>(FilePosition(c)) + at;
+    HERD_RETURN_IF_ERROR(WriteAt(Columns(rows)[c]->data(), size, offset));
+  }
+  written_ += rows.rows;
+  return absl::OkStatus();
+}
+
+absl::Status PreparedFileWriter::Finish() {
+  if (fd_ < 0) return absl::FailedPreconditionError(herd::StrCat(path_, ": already finished"));
+  if (written_ != rows_) {
+    return absl::FailedPreconditionError(
+        herd::StrCat(path_, ": ", written_.load(), " of ", rows_, " rows written"));
+  }
+  absl::Status status;
+  if (::fsync(fd_) != 0) status = Errno("fsync", tmp_);
+  if (::close(fd_) != 0 && status.ok()) status = Errno("close", tmp_);
+  fd_ = -1;
+  if (status.ok() && ::rename(tmp_.c_str(), path_.c_str()) != 0) {
+    status = Errno("rename to", path_);
+  }
+  if (!status.ok()) {
+    ::unlink(tmp_.c_str());
+    return status;
+  }
+  return SyncDirectory(std::filesystem::path(path_).parent_path().string());
 }
 
 absl::StatusOr<std::unique_ptr<PreparedFile>> PreparedFile::Open(const std::string& path) {

@@ -7,6 +7,7 @@
 #ifndef HERD_DATASETS_PREPARED_H_
 #define HERD_DATASETS_PREPARED_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <span>
@@ -51,6 +52,39 @@ struct PreparedMetadata {
 // hold rows * seq_len values.
 absl::Status WritePreparedFile(const std::string& path, const PreparedRows& rows,
                                const PreparedMetadata& metadata);
+
+// Writes a prepared file a few rows at a time, for data larger than memory: the shape is fixed up
+// front, Write puts rows in place (from several threads at once if need be), Finish makes the file
+// appear (fsync, rename). The bytes are those of WritePreparedFile (Herd's SafetensorsWriter
+// layout). Abandoned unfinished, it leaves no file behind.
+class PreparedFileWriter {
+ public:
+  static absl::StatusOr<std::unique_ptr<PreparedFileWriter>> Create(
+      const std::string& path, int64_t rows, int64_t seq_len, const PreparedMetadata& metadata);
+  ~PreparedFileWriter();
+  PreparedFileWriter(const PreparedFileWriter&) = delete;
+  PreparedFileWriter& operator=(const PreparedFileWriter&) = delete;
+
+  // Rows [first_row, first_row + rows.rows) of the file. Thread-safe for disjoint ranges, which
+  // is the caller's business; INVALID_ARGUMENT on another seq_len, wrong column sizes or rows
+  // outside the announced ones.
+  absl::Status Write(int64_t first_row, const PreparedRows& rows);
+  // FAILED_PRECONDITION unless as many rows were written as announced.
+  absl::Status Finish();
+
+ private:
+  PreparedFileWriter(std::string path, std::string tmp, int fd, int64_t rows, int64_t seq_len,
+                     uint64_t data_start);
+  absl::Status WriteAt(const void* data, size_t size, uint64_t offset);
+
+  const std::string path_;
+  const std::string tmp_;
+  int fd_;
+  const int64_t rows_;
+  const int64_t seq_len_;
+  const uint64_t data_start_;  // file offset of the first tensor's bytes
+  std::atomic<int64_t> written_{0};
+};
 
 // A prepared file, memory-mapped. Row spans stay valid while the object lives.
 class PreparedFile {

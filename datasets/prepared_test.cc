@@ -6,9 +6,11 @@
 
 #include <filesystem>
 #include <functional>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "common/file_util.h"
 #include "gtest/gtest.h"
 
 namespace herd::datasets {
@@ -208,6 +210,78 @@ TEST_F(PreparedTest, VerifyFindsBadContents) {
     absl::Status on_disk = (*f)->Verify();
     EXPECT_FALSE(on_disk.ok());
     EXPECT_CONTAINS(on_disk.message(), c.message);
+  }
+}
+
+// The streaming writer's bytes are SafetensorsWriter's (the layout every other Herd safetensors
+// file has), whether the rows come at once or a few at a time; metadata with non-UTF-8 bytes too.
+TEST_F(PreparedTest, StreamingWriterHasSafetensorsWriterBytes) {
+  const auto i32 = [](const std::vector<int32_t>& v) {
+    return std::string(reinterpret_cast<const char*>(v.data()), v.size() * 4);
+  };
+  for (const std::string& stats : {std::string("{\"sequences\":2}"), std::string("caf\xe9 \xff")}) {
+    PreparedMetadata meta = Meta();
+    meta.stats_json = stats;
+    const PreparedRows rows = Rows();
+    SafetensorsWriter reference;
+    ASSERT_TRUE(reference.Add("input_ids", Dtype::kI32, {2, 4}, i32(rows.input_ids)).ok());
+    ASSERT_TRUE(reference.Add("targets", Dtype::kI32, {2, 4}, i32(rows.targets)).ok());
+    ASSERT_TRUE(reference.Add("position_ids", Dtype::kI32, {2, 4}, i32(rows.position_ids)).ok());
+    ASSERT_TRUE(reference.Add("doc_ids", Dtype::kI32, {2, 4}, i32(rows.doc_ids)).ok());
+    for (const auto& [k, v] : std::map<std::string, std::string>{
+             {"herd_prepared", "1"},
+             {"seq_len", "4"},
+             {"split", meta.split},
+             {"vocab_size", "32"},
+             {"stats", meta.stats_json},
+             {"tokenizer_sha256", meta.tokenizer_sha256},
+             {"tokenizer_config_sha256", meta.tokenizer_config_sha256},
+             {"source_sha256", meta.source_sha256},
+             {"options", meta.options_json}}) {
+      reference.SetMetadata(k, v);
+    }
+    ASSERT_TRUE(WritePreparedFile(Path("whole.safetensors"), rows, meta).ok());
+    EXPECT_TRUE(ReadFile(Path("whole.safetensors")).value() == reference.Serialize());
+
+    auto writer = PreparedFileWriter::Create(Path("parts.safetensors"), 2, 4, meta);
+    ASSERT_TRUE(writer.ok()) << writer.status();
+    for (int r : {1, 0}) {
+      PreparedRows one;
+      one.seq_len = 4;
+      one.rows = 1;
+      const auto row = [&](const std::vector<int32_t>& v) {
+        return std::vector<int32_t>(v.begin() + 4 * r, v.begin() + 4 * r + 4);
+      };
+      one.input_ids = row(rows.input_ids);
+      one.targets = row(rows.targets);
+      one.position_ids = row(rows.position_ids);
+      one.doc_ids = row(rows.doc_ids);
+      ASSERT_TRUE((*writer)->Write(r, one).ok());  // rows in any order
+    }
+    ASSERT_TRUE((*writer)->Finish().ok());
+    EXPECT_TRUE(ReadFile(Path("parts.safetensors")).value() == reference.Serialize());
+  }
+}
+
+TEST_F(PreparedTest, StreamingWriterChecksRowsAndLeavesNothingUnfinished) {
+  {
+    auto writer = PreparedFileWriter::Create(Path("s.safetensors"), 3, 4, Meta());
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Write(0, Rows()).ok());
+    PreparedRows wrong = Rows();
+    wrong.seq_len = 8;
+    wrong.rows = 1;
+    EXPECT_CONTAINS((*writer)->Write(2, wrong).message(), "rows of 8 written");
+    EXPECT_CONTAINS((*writer)->Write(2, Rows()).message(), "rows [2, 4) are outside the file's 3");
+    EXPECT_EQ((*writer)->Finish().code(), absl::StatusCode::kFailedPrecondition);
+  }
+  {
+    auto writer = PreparedFileWriter::Create(Path("s.safetensors"), 2, 4, Meta());
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE((*writer)->Write(0, Rows()).ok());
+  }  // abandoned
+  for (const auto& entry : std::filesystem::directory_iterator(dir_)) {
+    ADD_FAILURE() << "left behind: " << entry.path();
   }
 }
 

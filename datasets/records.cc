@@ -187,48 +187,79 @@ bool ValidationReport::ok(const ValidationOptions& options) const {
   return invalid == 0 || options.skip_invalid;
 }
 
+ParsedLine ParseJsonlLine(std::string_view line, int64_t number,
+                          const ValidationOptions& options) {
+  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
+  ParsedLine out;
+  if (line.find_first_not_of(" \t") == std::string_view::npos) return out;  // kBlank
+  if (line.size() > options.max_line_bytes) return OverlongJsonlLine(line.size(), number, options);
+  out.record = ParseRecord(line, &out.problem);
+  if (out.record) {
+    out.kind = ParsedLine::Kind::kRecord;
+  } else {
+    out.kind = ParsedLine::Kind::kProblem;
+    out.problem.line = number;
+  }
+  return out;
+}
+
+ParsedLine OverlongJsonlLine(size_t bytes, int64_t number, const ValidationOptions& options) {
+  ParsedLine out;
+  out.kind = ParsedLine::Kind::kProblem;
+  out.problem = {number, "",
+                 herd::StrCat("line is ", bytes, " bytes, the limit is ", options.max_line_bytes)};
+  return out;
+}
+
+JsonlValidator::JsonlValidator(const ValidationOptions& options) : options_(options) {
+  report_.format = options.format;
+}
+
+void JsonlValidator::AddProblem(Problem p) {
+  ++report_.invalid;
+  if (report_.problems.size() < options_.max_problems) report_.problems.push_back(std::move(p));
+}
+
+bool JsonlValidator::Accept(const ParsedLine& line, int64_t number) {
+  if (done_) return false;
+  if (line.kind == ParsedLine::Kind::kBlank) {
+    ++report_.blank_lines;
+    return false;
+  }
+  if (report_.accepted + report_.invalid >= options_.max_records) {
+    AddProblem({number, "", herd::StrCat("more than ", options_.max_records, " records")});
+    done_ = true;
+    return false;
+  }
+  if (line.kind == ParsedLine::Kind::kProblem) {
+    AddProblem(line.problem);
+    return false;
+  }
+  const RecordFormat format = line.record->format;
+  if (!report_.format) report_.format = format;
+  if (format != *report_.format) {
+    AddProblem({number, "",
+                herd::StrCat("is ", FormatName(format), " but the file is ",
+                             FormatName(*report_.format))});
+    return false;
+  }
+  ++report_.accepted;
+  return true;
+}
+
 ValidationReport ValidateJsonl(std::istream& in, const ValidationOptions& options,
                                std::vector<Record>* records_out) {
-  ValidationReport report;
-  report.format = options.format;
+  JsonlValidator validator(options);
   std::string line;
   int64_t number = 0;
-  auto add_problem = [&](Problem p) {
-    ++report.invalid;
-    if (report.problems.size() < options.max_problems) report.problems.push_back(std::move(p));
-  };
-  while (std::getline(in, line)) {
+  while (!validator.done() && std::getline(in, line)) {
     ++number;
-    if (!line.empty() && line.back() == '\r') line.pop_back();
-    if (line.find_first_not_of(" \t") == std::string::npos) {
-      ++report.blank_lines;
-      continue;
+    ParsedLine parsed = ParseJsonlLine(line, number, options);
+    if (validator.Accept(parsed, number) && records_out) {
+      records_out->push_back(std::move(*parsed.record));
     }
-    if (report.accepted + report.invalid >= options.max_records) {
-      add_problem({number, "", herd::StrCat("more than ", options.max_records, " records")});
-      break;
-    }
-    if (line.size() > options.max_line_bytes) {
-      add_problem({number, "", herd::StrCat("line is ", line.size(), " bytes, the limit is ", options.max_line_bytes)});
-      continue;
-    }
-    Problem p;
-    std::optional<Record> record = ParseRecord(line, &p);
-    if (!record) {
-      p.line = number;
-      add_problem(std::move(p));
-      continue;
-    }
-    if (!report.format) report.format = record->format;
-    if (record->format != *report.format) {
-      add_problem({number, "", herd::StrCat("is ", FormatName(record->format), " but the file is ",
-                                            FormatName(*report.format))});
-      continue;
-    }
-    ++report.accepted;
-    if (records_out) records_out->push_back(std::move(*record));
   }
-  return report;
+  return validator.report();
 }
 
 std::string DescribeProblem(const Problem& p) {

@@ -68,6 +68,42 @@ struct ValidationReport {
 ValidationReport ValidateJsonl(std::istream& in, const ValidationOptions& options,
                                std::vector<Record>* records_out = nullptr);
 
+// ValidateJsonl in two halves, for callers that parse lines on several threads: ParseJsonlLine
+// looks at one line alone (thread-safe), JsonlValidator then accounts for the lines in file order
+// (one format per file, the record limit, the problem list), so the report is ValidateJsonl's.
+struct ParsedLine {
+  enum class Kind { kBlank, kRecord, kProblem };
+  Kind kind = Kind::kBlank;
+  std::optional<Record> record;  // kRecord
+  Problem problem;               // kProblem, with its line set
+};
+
+// `line` without its '\n' (a trailing '\r' is dropped here); `number` is 1-based. A line longer
+// than options.max_line_bytes is a problem and is not parsed.
+ParsedLine ParseJsonlLine(std::string_view line, int64_t number, const ValidationOptions& options);
+// The problem of a line of `bytes` bytes (after its '\r') that a reader did not keep because it
+// is longer than options.max_line_bytes.
+ParsedLine OverlongJsonlLine(size_t bytes, int64_t number, const ValidationOptions& options);
+
+class JsonlValidator {
+ public:
+  explicit JsonlValidator(const ValidationOptions& options);
+
+  // Accounts for the next line in file order (`number` as given to ParseJsonlLine). True when
+  // its record is accepted. After the record limit is passed, done() is true and nothing more is
+  // accepted: the rest of the file is not read.
+  bool Accept(const ParsedLine& line, int64_t number);
+  bool done() const { return done_; }
+  const ValidationReport& report() const { return report_; }
+
+ private:
+  void AddProblem(Problem p);
+
+  const ValidationOptions options_;
+  ValidationReport report_;
+  bool done_ = false;
+};
+
 // "line 7: messages[1].role: must be one of system, user, assistant (got 'bot')".
 std::string DescribeProblem(const Problem& problem);
 

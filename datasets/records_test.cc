@@ -121,6 +121,18 @@ TEST(RecordsTest, LimitsLineLength) {
   EXPECT_NE(report.problems[0].reason.find("the limit is 64"), std::string::npos);
 }
 
+TEST(RecordsTest, StopsAtTheRecordLimit) {
+  std::istringstream in("{\"text\": \"a\"}\n\n{\"text\": \"b\"}\n{}\n{\"text\": \"c\"}\n{oops\n");
+  ValidationOptions opts{.skip_invalid = true, .max_records = 2};
+  std::vector<Record> records;
+  ValidationReport report = ValidateJsonl(in, opts, &records);
+  EXPECT_EQ(report.accepted, 2);
+  EXPECT_EQ(report.invalid, 1);  // the third record is the problem; the rest is not read
+  ASSERT_EQ(report.problems.size(), 1u);
+  EXPECT_EQ(DescribeProblem(report.problems[0]), "line 4: more than 2 records");
+  EXPECT_EQ(records.size(), 2u);
+}
+
 TEST(RecordsTest, ShippedSamplesAreValid) {
   const char* src = std::getenv("HERD_SOURCE_DIR");
   ASSERT_NE(src, nullptr) << "HERD_SOURCE_DIR must point at the checkout";

@@ -2,6 +2,7 @@
 #include "datasets/sentencepiece_tokenizer.h"
 
 #include <filesystem>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -32,7 +33,8 @@ class SentencePieceTokenizer final : public Tokenizer {
     if (std::string error = sp_->Encode(text, dummy_prefix, &ids); !error.empty()) {
       return absl::InvalidArgumentError(herd::StrCat("tokenizing text: ", error));
     }
-    return std::vector<int32_t>(ids.begin(), ids.end());
+    static_assert(std::is_same_v<int, int32_t>, "the ids are handed over without a copy");
+    return ids;
   }
 
   absl::StatusOr<std::string> Decode(std::span<const int32_t> ids) const override {
@@ -50,6 +52,29 @@ class SentencePieceTokenizer final : public Tokenizer {
       return absl::InvalidArgumentError(herd::StrCat("decoding: ", error));
     }
     return text;
+  }
+
+  absl::StatusOr<std::string> TokenBytes(int32_t id) const override {
+    if (id < 0 || id >= vocab_size()) {
+      return absl::InvalidArgumentError(
+          herd::StrCat("token id ", id, " is outside the vocabulary [0, ", vocab_size(), ")"));
+    }
+    std::string piece = sp_->IdToPiece(id);
+    if (sp_->IsControl(id) || sp_->IsUnknown(id)) return piece;  // "<s>", "</s>", "<unk>"
+    // Byte fallback: "<0x0A>" is the byte 0x0A.
+    if (piece.size() == 6 && piece.starts_with("<0x") && piece.back() == '>') {
+      return std::string(1, static_cast<char>(std::stoi(piece.substr(3, 2), nullptr, 16)));
+    }
+    std::string out;
+    for (size_t pos = 0; pos < piece.size();) {
+      if (piece.compare(pos, kMetaspace.size(), kMetaspace) == 0) {
+        out += ' ';
+        pos += kMetaspace.size();
+      } else {
+        out += piece[pos++];
+      }
+    }
+    return out;
   }
 
  private:

@@ -114,6 +114,23 @@ TEST_F(SentencePieceTest, DummyPrefix) {
   EXPECT_TRUE(enc("", TextStart::kDocument).empty());
 }
 
+// TokenBytes, piece by piece, spells the document exactly: "▁" is a space even at the start,
+// byte-fallback tokens are their bytes, control tokens their names.
+TEST_F(SentencePieceTest, TokenBytesSpellTheText) {
+  std::unique_ptr<Tokenizer> tok = Load(Model());
+  ASSERT_NE(tok, nullptr);
+  for (std::string text : {"Hello world", "Invoices\n\nGo to Banking \xe2\x86\x92 Reconcile.",
+                           "\xe8\xab\x8b\xe5\x95\x8f \xf0\x9f\x98\x80"}) {
+    const std::vector<int32_t> ids = tok->Encode(text, TextStart::kDocument).value();
+    std::string spelled;
+    for (int32_t id : ids) spelled += tok->TokenBytes(id).value();
+    EXPECT_EQ(spelled, " " + text);
+  }
+  EXPECT_EQ(tok->TokenBytes(tok->bos_id()).value(), "<s>");
+  EXPECT_EQ(tok->TokenBytes(tok->eos_id()).value(), "</s>");
+  EXPECT_FALSE(tok->TokenBytes(1024).ok());
+}
+
 TEST_F(SentencePieceTest, DecodeRejectsIdsOutsideTheVocabulary) {
   std::unique_ptr<Tokenizer> tok = Load(Model());
   ASSERT_NE(tok, nullptr);

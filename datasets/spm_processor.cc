@@ -91,7 +91,18 @@ std::string SpmProcessor::Encode(std::string_view text, bool dummy_prefix,
                                  std::vector<int>* ids) const {
   ids->clear();
   const auto& sp = dummy_prefix ? impl_->with_prefix : impl_->without_prefix;
-  sentencepiece::util::Status s = sp.Encode(text, ids);
+  // What Encode(text, ids) does, into a result kept per thread: Encode clears it, and protobuf
+  // keeps cleared pieces (and their strings) for reuse, which spares several allocations per
+  // token. A result grown past kKeptPieces is let go, so one huge text does not pin memory.
+  constexpr size_t kKeptPieces = 1 << 16;
+  thread_local sentencepiece::ImmutableSentencePieceText result;
+  sentencepiece::util::Status s = sp.Encode(text, result.mutable_proto());
+  if (s.ok()) {
+    const size_t n = result.pieces_size();
+    ids->reserve(n);
+    for (size_t i = 0; i < n; ++i) ids->push_back(static_cast<int>(result.pieces(i).id()));
+  }
+  if (result.pieces_size() > kKeptPieces) result = sentencepiece::ImmutableSentencePieceText();
   return s.ok() ? "" : s.ToString();
 }
 

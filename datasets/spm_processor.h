@@ -30,6 +30,7 @@ class SpmProcessor {
   // Encodes `text` with the model's normalisation. `dummy_prefix` = false encodes it as if the
   // model's add_dummy_prefix were off: the text continues earlier text, so no space is invented
   // in front of it. Control symbols (<s>, </s>) are never matched in text. Returns "" or an error.
+  // Thread-safe (the work space it reuses is per thread).
   std::string Encode(std::string_view text, bool dummy_prefix, std::vector<int>* ids) const;
   std::string Decode(const std::vector<int>& ids, std::string* text) const;
 

@@ -80,4 +80,9 @@ absl::StatusOr<TokenizerConfig> ReadTokenizerConfig(const std::string& model_dir
   return ParseTokenizerConfig(*text, path);
 }
 
+absl::StatusOr<std::string> Tokenizer::TokenBytes(int32_t id) const {
+  const int32_t one[] = {id};
+  return Decode(one);
+}
+
 }  // namespace herd::datasets

@@ -79,6 +79,12 @@ class Tokenizer {
                                                       TextStart start) const = 0;
   // The text of `ids`; special ids decode to nothing. INVALID_ARGUMENT on an id out of range.
   virtual absl::StatusOr<std::string> Decode(std::span<const int32_t> ids) const = 0;
+  // The bytes one token stands for inside a longer text, for showing token boundaries (`herd
+  // datasets inspect`): unlike Decode({id}), a SentencePiece "▁" is a space even at the start,
+  // a byte-fallback token is its byte, and a special token is its own spelling ("<s>",
+  // "<|eot_id|>"). The bytes may be part of a UTF-8 character. INVALID_ARGUMENT out of range.
+  // The default decodes the id alone.
+  virtual absl::StatusOr<std::string> TokenBytes(int32_t id) const;
 
   const TokenizerInfo& info() const { return info_; }
   int32_t bos_id() const { return info_.bos_id; }

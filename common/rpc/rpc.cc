@@ -3,6 +3,9 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/support/server_interceptor.h>
+
+#include <chrono>
 
 #include "absl/strings/numbers.h"
 #include "grpc/health/v1/health.grpc.pb.h"
@@ -51,6 +54,59 @@ bool IsLoopbackHost(const std::string& host) {
   return host == "localhost" || host == "::1" || host.rfind("127.", 0) == 0;
 }
 
+std::string RpcMethodLabel(std::string_view full_method) {
+  if (!full_method.empty() && full_method.front() == '/') full_method.remove_prefix(1);
+  constexpr std::string_view kHerd = "herd.v1.";
+  if (full_method.substr(0, kHerd.size()) == kHerd) full_method.remove_prefix(kHerd.size());
+  return std::string(full_method);
+}
+
+namespace {
+
+// Times one call from its creation to PRE_SEND_STATUS and tells the observer. A call that ends
+// without sending a status (the client went away) is reported CANCELLED when it is destroyed.
+class ObservingInterceptor final : public grpc::experimental::Interceptor {
+ public:
+  ObservingInterceptor(RpcObserver* observer, std::string method)
+      : observer_(observer), method_(std::move(method)), start_(std::chrono::steady_clock::now()) {}
+  ~ObservingInterceptor() override {
+    if (!reported_) Report(grpc::StatusCode::CANCELLED);
+  }
+
+  void Intercept(grpc::experimental::InterceptorBatchMethods* methods) override {
+    if (!reported_ &&
+        methods->QueryInterceptionHookPoint(grpc::experimental::InterceptionHookPoints::PRE_SEND_STATUS)) {
+      Report(methods->GetSendStatus().error_code());
+    }
+    methods->Proceed();
+  }
+
+ private:
+  void Report(grpc::StatusCode code) {
+    reported_ = true;
+    const std::chrono::duration<double> took = std::chrono::steady_clock::now() - start_;
+    observer_->OnRpcDone(method_, code, took.count());
+  }
+
+  RpcObserver* const observer_;
+  const std::string method_;
+  const std::chrono::steady_clock::time_point start_;
+  bool reported_ = false;
+};
+
+class ObservingInterceptorFactory final : public grpc::experimental::ServerInterceptorFactoryInterface {
+ public:
+  explicit ObservingInterceptorFactory(RpcObserver* observer) : observer_(observer) {}
+  grpc::experimental::Interceptor* CreateServerInterceptor(grpc::experimental::ServerRpcInfo* info) override {
+    return new ObservingInterceptor(observer_, RpcMethodLabel(info->method() ? info->method() : ""));
+  }
+
+ private:
+  RpcObserver* const observer_;
+};
+
+}  // namespace
+
 absl::Status ServerOptions::Validate() const {
   HERD_ASSIGN_OR_RETURN(HostPort hp, ParseHostPort(listen));
   if (!tls.enabled() && !IsLoopbackHost(hp.host) && !allow_insecure_remote) {
@@ -85,6 +141,11 @@ absl::StatusOr<StartedServer> StartServer(const ServerOptions& options,
   builder.SetMaxReceiveMessageSize(options.max_message_bytes);
   builder.SetMaxSendMessageSize(options.max_message_bytes);
   for (grpc::Service* s : services) builder.RegisterService(s);
+  if (options.observer != nullptr) {
+    std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> factories;
+    factories.push_back(std::make_unique<ObservingInterceptorFactory>(options.observer));
+    builder.experimental().SetInterceptorCreators(std::move(factories));
+  }
   started.server = builder.BuildAndStart();
   if (!started.server || started.port == 0) {
     return absl::UnavailableError(herd::StrCat("cannot listen on ", options.listen));

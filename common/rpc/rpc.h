@@ -6,6 +6,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -35,6 +36,19 @@ struct TlsFiles {
   bool enabled() const { return !cert_file.empty(); }
 };
 
+// Told about every RPC a server answers (metrics): the method as "JobService/GetJob" (the
+// "/herd.v1." package prefix stripped; other packages keep theirs, "grpc.health.v1.Health/Check"),
+// the final status code, and the seconds from the call's arrival to its status (a stream: until
+// it ends). Called on gRPC's threads, once per call: must be thread-safe and quick.
+class RpcObserver {
+ public:
+  virtual ~RpcObserver() = default;
+  virtual void OnRpcDone(std::string_view method, grpc::StatusCode code, double seconds) = 0;
+};
+
+// "/herd.v1.JobService/GetJob" -> "JobService/GetJob"; "/pkg.Svc/M" -> "pkg.Svc/M".
+std::string RpcMethodLabel(std::string_view full_method);
+
 struct ServerOptions {
   std::string listen = "127.0.0.1:0";  // port 0 picks a free port
   std::string ready_file;               // when set, the bound port is written here once serving
@@ -42,6 +56,9 @@ struct ServerOptions {
   // Plaintext on a non-loopback address exposes tokens; refused unless explicitly allowed.
   bool allow_insecure_remote = false;
   int max_message_bytes = 8 << 20;
+  // When set (not owned; outlives the server), told about every RPC through a server
+  // interceptor. Default: none.
+  RpcObserver* observer = nullptr;
 
   absl::Status Validate() const;
 };

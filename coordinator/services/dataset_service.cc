@@ -1,6 +1,7 @@
 // herd.v1.DatasetService: see dataset_service.h.
 #include "coordinator/services/dataset_service.h"
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -203,6 +204,60 @@ grpc::Status DatasetService::DeleteDataset(grpc::ServerContext* context,
   if (!tenant.ok()) return ToGrpc(tenant.status());
   if (absl::Status bad_id = CheckId("id", request->id()); !bad_id.ok()) return ToGrpc(bad_id);
   return ToGrpc(uploads_->Delete(*tenant, request->id()));
+}
+
+grpc::Status DatasetService::InspectDataset(grpc::ServerContext* context,
+                                            const herd::v1::InspectDatasetRequest* request,
+                                            herd::v1::InspectDatasetResponse* response) {
+  constexpr int32_t kDefaultLimit = 3, kMaxLimit = 100;
+  auto tenant = AuthenticateUser(*context, *tokens_);
+  if (!tenant.ok()) return ToGrpc(tenant.status());
+  if (absl::Status bad_id = CheckId("dataset_id", request->dataset_id()); !bad_id.ok()) return ToGrpc(bad_id);
+  // The dataset first: another tenant's id answers NOT_FOUND whatever else the request says.
+  auto dataset = uploads_->Get(*tenant, request->dataset_id());
+  if (!dataset.ok()) return ToGrpc(dataset.status());
+  if (request->model().empty()) return ToGrpc(absl::InvalidArgumentError("model: must not be empty"));
+  if (request->limit() < 0) return ToGrpc(absl::InvalidArgumentError("limit: must not be negative"));
+  if (request->max_seq_len() < 0) {
+    return ToGrpc(absl::InvalidArgumentError("max_seq_len: must not be negative"));
+  }
+  auto format = FormatFromProto(request->format());
+  if (!format.ok()) return ToGrpc(format.status());
+  std::string chat_template;
+  switch (request->chat_template()) {
+    case herd::v1::CHAT_TEMPLATE_UNSPECIFIED:
+      break;
+    case herd::v1::CHAT_TEMPLATE_LLAMA2:
+      chat_template = "llama2";
+      break;
+    case herd::v1::CHAT_TEMPLATE_LLAMA3:
+      chat_template = "llama3";
+      break;
+    default:
+      return ToGrpc(absl::InvalidArgumentError(
+          StrCat("chat_template: unknown value ", static_cast<int>(request->chat_template()))));
+  }
+  auto inspection = inspector_.Inspect(
+      *dataset, {.model = request->model(),
+                 .limit = request->limit() == 0 ? kDefaultLimit : std::min(request->limit(), kMaxLimit),
+                 .format = *format,
+                 .chat_template = chat_template,
+                 .train_on_inputs = request->train_on_inputs(),
+                 .max_seq_len = request->max_seq_len()});
+  if (!inspection.ok()) return ToGrpc(inspection.status());
+  response->set_format(FormatToProto(inspection->format));
+  if (inspection->chat_template == "llama2") response->set_chat_template(herd::v1::CHAT_TEMPLATE_LLAMA2);
+  if (inspection->chat_template == "llama3") response->set_chat_template(herd::v1::CHAT_TEMPLATE_LLAMA3);
+  for (const InspectedExample& in : inspection->examples) {
+    herd::v1::InspectedExample* out = response->add_examples();
+    out->set_line(in.line);
+    out->mutable_token_ids()->Add(in.ids.begin(), in.ids.end());
+    for (const std::string& piece : in.pieces) out->add_pieces(piece);
+    for (bool trained : in.trained) out->add_trained(trained);
+    out->set_length(in.length);
+    out->set_error(in.error);
+  }
+  return grpc::Status::OK;
 }
 
 }  // namespace herd::coordinator::services

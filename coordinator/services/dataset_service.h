@@ -1,4 +1,4 @@
-// herd.v1.DatasetService: the gRPC skin over DatasetUploads (datasets.proto). Each method
+// herd.v1.DatasetService: the gRPC skin over DatasetUploads and Inspector (datasets.proto). Each method
 // authenticates the caller's user token, converts the request, calls the domain class and
 // converts the answer and the Status.
 #ifndef HERD_COORDINATOR_SERVICES_DATASET_SERVICE_H_
@@ -6,7 +6,10 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <memory>
+
 #include "coordinator/dataset_uploads.h"
+#include "coordinator/inspection.h"
 #include "coordinator/store/token_store.h"
 #include "herd/v1/datasets.grpc.pb.h"
 
@@ -14,9 +17,12 @@ namespace herd::coordinator::services {
 
 class DatasetService final : public herd::v1::DatasetService::Service {
  public:
-  // Neither is owned; both outlive the service.
-  DatasetService(DatasetUploads* uploads, const store::TokenStore* tokens)
-      : uploads_(uploads), tokens_(tokens) {}
+  // Neither is owned; both outlive the service. `inspection` is what InspectDataset needs (the
+  // store with the published models, herd-prepare, a work folder); without a store that call
+  // answers FAILED_PRECONDITION.
+  DatasetService(DatasetUploads* uploads, const store::TokenStore* tokens,
+                 InspectorOptions inspection = {})
+      : uploads_(uploads), tokens_(tokens), inspector_(std::move(inspection)) {}
 
   grpc::Status StartUpload(grpc::ServerContext* context, const herd::v1::StartUploadRequest* request,
                            herd::v1::Upload* response) override;
@@ -33,11 +39,15 @@ class DatasetService final : public herd::v1::DatasetService::Service {
   grpc::Status DeleteDataset(grpc::ServerContext* context,
                              const herd::v1::DeleteDatasetRequest* request,
                              google::protobuf::Empty* response) override;
+  grpc::Status InspectDataset(grpc::ServerContext* context,
+                              const herd::v1::InspectDatasetRequest* request,
+                              herd::v1::InspectDatasetResponse* response) override;
 
  private:
   // Constant after construction.
   DatasetUploads* const uploads_;
   const store::TokenStore* const tokens_;
+  const Inspector inspector_;
 };
 
 }  // namespace herd::coordinator::services

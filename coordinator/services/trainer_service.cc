@@ -561,6 +561,7 @@ grpc::Status TrainerService::ReportProgress(grpc::ServerContext* context, const 
 
 absl::Status TrainerService::Upload(grpc::ServerReader<v1::UploadCheckpointRequest>& reader) {
   v1::UploadCheckpointRequest message;
+  const absl::Time start = absl::Now();
   if (!reader.Read(&message) || !message.has_header()) {
     return absl::InvalidArgumentError("the first message of UploadCheckpoint must be a header");
   }
@@ -667,11 +668,17 @@ absl::Status TrainerService::Upload(grpc::ServerReader<v1::UploadCheckpointReque
       checkpoint.eval_loss = view->eval_loss;
     }
   }
+  auto stored = [&] {
+    if (options_.on_checkpoint_stored) options_.on_checkpoint_stored(ref.job_id, absl::ToDoubleSeconds(absl::Now() - start));
+  };
   if (header.final()) {
     if (control_ == nullptr) return absl::UnavailableError("this coordinator cannot publish adapters");
+    stored();  // the files are stored; publishing ends the job and drops its series
     return control_->PublishFinal(ref.job_id, checkpoint);
   }
-  return store_->checkpoints().Add(ref.job_id, checkpoint).status();
+  HERD_RETURN_IF_ERROR(store_->checkpoints().Add(ref.job_id, checkpoint).status());
+  stored();
+  return absl::OkStatus();
 }
 
 grpc::Status TrainerService::UploadCheckpoint(grpc::ServerContext* context,

@@ -9,6 +9,7 @@
 #ifndef HERD_COORDINATOR_SERVICES_TRAINER_SERVICE_H_
 #define HERD_COORDINATOR_SERVICES_TRAINER_SERVICE_H_
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -42,6 +43,8 @@ struct TrainerServiceOptions {
   absl::Duration collective_timeout = absl::Minutes(10);
   // Most bytes of one uploaded checkpoint (trainers.proto: RESOURCE_EXHAUSTED above).
   int64_t max_checkpoint_bytes = int64_t{16} << 30;
+  // Told the seconds from an upload's header to its stored files (metrics). Default: none.
+  std::function<void(const std::string& job_id, double seconds)> on_checkpoint_stored;
 };
 
 class TrainerService final : public herd::v1::TrainerService::Service {

@@ -9,7 +9,13 @@ driven through the `herd` CLI. Cases (--case):
                engines and frees its trainers, which then run a third job to SUCCEEDED.
   restart      kill -9 the coordinator mid-job, start it again on the same port and data dir: the
                dataset, the job and the stored checkpoints are there with the same sha256, and the
-               job finishes.
+               job finishes in the same generation, never RECOVERING: its trainers came back within
+               the grace period and their engines kept training (DESIGN.md §3.9).
+  restart_lost the same, but one trainer is killed while the coordinator is down and a third one
+               starts after the restart: the job goes RECOVERING naming the missing trainer (when
+               the survivor's engine fails for want of its peer, at the latest when the grace
+               period, trainer_grace_seconds: 20, runs out), and finishes in generation 2 on the
+               trainer that came back and the new one, resuming from a stored checkpoint.
 
 Every process is killed when the test ends, also on failure, and dies with this one."""
 import argparse
@@ -91,13 +97,20 @@ class Cluster:
                 pass
         return out
 
-    def start_coordinator(self):
+    def start_coordinator(self, config=None):
+        """Starts the coordinator (on the port it had, if any); `config` is coordinator.yaml text."""
         ready = os.path.join(self.tmp, "ready")
         if os.path.exists(ready):
             os.unlink(ready)
+        extra = []
+        if config is not None:
+            path = os.path.join(self.tmp, "coordinator.yaml")
+            with open(path, "w") as f:
+                f.write(config)
+            extra = ["--config", path]
         self.coordinator = subprocess.Popen(
             [self.args.coordinator, "--listen", f"127.0.0.1:{self.port}", "--data-dir", self.data_dir,
-             "--ready-file", ready], stdout=open(self.log("coordinator"), "a"), stderr=subprocess.STDOUT,
+             "--ready-file", ready, *extra], stdout=open(self.log("coordinator"), "a"), stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent)
         self.procs.append(self.coordinator)
 
@@ -325,18 +338,61 @@ def case_restart(cluster, dataset):
           "stored checkpoints are back with the same sha256", before_ck, after_ck)
     watch(cluster, job)
     done = get_job(cluster, job)
-    check(done["state"] == "JOB_STATE_SUCCEEDED" and int(done["generation"]) >= 2,
-          "the job finished in a later generation", done)
-    rc, out, err = cluster.cli("jobs", "events", job, "-o", "json")
-    resumed = [e for e in json.loads(out) if e.get("type") == "JOB_EVENT_TYPE_WORLD_FORMED"
-               and int(e.get("step", 0)) > 0]
-    check(rc == 0 and resumed, "the new generation resumed from a stored checkpoint", out[-2000:])
+    check(done["state"] == "JOB_STATE_SUCCEEDED" and int(done["generation"]) == 1,
+          "the job finished in the generation it had before the restart", done, *cluster.logs())
+    events = job_events(cluster, job)
+    check(not [e for e in events if e.get("state") == "JOB_STATE_RECOVERING"], "the job never went RECOVERING",
+          events[-10:])
+    check(len([e for e in events if e.get("type") == "JOB_EVENT_TYPE_WORLD_FORMED"]) == 1, "one world formed",
+          events)
+    for name in ("t1", "t2"):
+        with open(cluster.log(name)) as f:
+            log = f.read()
+        check("cancellation of" not in log, f"trainer {name}'s engine was never cancelled", log[-3000:])
+    # The notice needs every rank back before the job ends; this small job may finish first.
+    came_back = [e for e in events if e.get("type") == "JOB_EVENT_TYPE_NOTICE" and "came back" in e.get("message", "")]
+    print(f"figure: adoption notice recorded: {bool(came_back)}")
+    download(cluster, job, os.path.join(cluster.tmp, "out"))
+
+
+def job_events(cluster, job_id):
+    rc, out, err = cluster.cli("jobs", "events", job_id, "-o", "json")
+    check(rc == 0, f"jobs events {job_id}", out, err)
+    return json.loads(out)
+
+
+def case_restart_lost(cluster, dataset):
+    for name in ("t1", "t2"):
+        cluster.start_trainer(name)
+    cluster.wait_idle(2)
+    job = submit(cluster, dataset, "halved", trainers=2, steps=60, every=5)
+    wait_for("a checkpoint is stored", lambda: sha_of(cluster, job), cluster.logs)
+    check(get_job(cluster, job)["state"] == "JOB_STATE_RUNNING", "the job is RUNNING when the coordinator is killed")
+    cluster.coordinator.send_signal(signal.SIGKILL)
+    cluster.coordinator.wait()
+    cluster.trainers["t2"].send_signal(signal.SIGKILL)  # its engine dies with it
+    cluster.trainers["t2"].wait()
+    cluster.start_coordinator(config="trainer_grace_seconds: 20\n")  # same port, same data dir
+    cluster.start_trainer("t3")
+    watch(cluster, job)
+    done = get_job(cluster, job)
+    check(done["state"] == "JOB_STATE_SUCCEEDED" and int(done["generation"]) == 2,
+          "the job finished in generation 2", done, *cluster.logs())
+    events = job_events(cluster, job)
+    recovering = [e for e in events if e.get("state") == "JOB_STATE_RECOVERING"]
+    missing = re.search(r"coordinator restarted: trainers? (.+?) (?:did not|had not) come back",
+                       recovering[0].get("message", "")) if len(recovering) == 1 else None
+    check(missing and missing.group(1) == "t2", "RECOVERING once, naming the trainer that did not come back",
+          recovering, events[-10:])
+    worlds = [e for e in events if e.get("type") == "JOB_EVENT_TYPE_WORLD_FORMED"]
+    check(len(worlds) == 2 and int(worlds[1].get("generation", 0)) == 2 and int(worlds[1].get("step", 0)) > 0,
+          "generation 2 resumed from a stored checkpoint", worlds)
     download(cluster, job, os.path.join(cluster.tmp, "out"))
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--case", required=True, choices=["two_vs_one", "cancel", "restart"])
+    ap.add_argument("--case", required=True, choices=["two_vs_one", "cancel", "restart", "restart_lost"])
     ap.add_argument("--coordinator", required=True)
     ap.add_argument("--trainer", required=True)
     ap.add_argument("--herd", required=True)
@@ -349,7 +405,8 @@ def main():
             cluster.start_coordinator()
             rc, out, err = cluster.cli("datasets", "upload", os.path.join(args.samples, "support_chat.jsonl"))
             check(rc == 0 and out.strip().startswith("ds_"), "upload the sample dataset", out, err)
-            {"two_vs_one": case_two_vs_one, "cancel": case_cancel, "restart": case_restart}[args.case](
+            {"two_vs_one": case_two_vs_one, "cancel": case_cancel, "restart": case_restart,
+             "restart_lost": case_restart_lost}[args.case](
                 cluster, out.strip())
         finally:
             cluster.stop()

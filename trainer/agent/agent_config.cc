@@ -36,6 +36,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::string& yaml, const std:
   HERD_RETURN_IF_ERROR(f.Read("models_dir", &c.models_dir));
   HERD_RETURN_IF_ERROR(f.Read("device", &c.device));
   HERD_RETURN_IF_ERROR(f.Read("metrics_listen", &c.metrics_listen));
+  HERD_RETURN_IF_ERROR(f.Read("metrics_ready_file", &c.metrics_ready_file));
   HERD_RETURN_IF_ERROR(f.Read("scratch_dir", &c.scratch_dir));
   HERD_RETURN_IF_ERROR(f.Read("engine", &c.engine));
   HERD_RETURN_IF_ERROR(f.Read("token_file", &c.token_file));

@@ -15,6 +15,7 @@ struct AgentConfig {
   std::string models_dir = "models";              // one Hugging Face model directory per folder
   std::string device = "cpu";                     // cpu | cuda:N
   std::string metrics_listen = "127.0.0.1:9401";  // Prometheus /metrics (port 0 = any free port)
+  std::string metrics_ready_file = "";            // the bound /metrics port is written here
   std::string scratch_dir = "herd-scratch";       // per-job engine folders
   std::string engine = "";                        // herd-engine path; default: beside this binary
   std::string token_file = "";                    // the cluster token (never on the command line)

@@ -14,10 +14,13 @@
 #include <thread>
 
 #include "CLI/CLI.hpp"
+#include "common/metrics/http_endpoint.h"
+#include "common/metrics/metrics.h"
 #include "common/rpc/rpc.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "trainer/agent/agent_config.h"
+#include "trainer/agent/agent_metrics.h"
 #include "trainer/agent/coordinator_client.h"
 #include "trainer/agent/model_scan.h"
 #include "trainer/agent/registration.h"
@@ -73,6 +76,15 @@ int EngineThreads() {
   return n > 0 ? n : 1;
 }
 
+// The /metrics address to register: as bound, or on the advertised host when bound to a
+// wildcard (Prometheus cannot scrape 0.0.0.0).
+std::string MetricsAddress(const herd::metrics::MetricsServer& server, const std::string& advertise_host) {
+  const std::string& host = server.host();
+  if (host != "0.0.0.0" && host != "::" && !host.empty()) return server.address();
+  const bool v6 = advertise_host.find(':') != std::string::npos;
+  return (v6 ? "[" + advertise_host + "]" : advertise_host) + ":" + std::to_string(server.port());
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -91,6 +103,10 @@ int main(int argc, char** argv) {
   auto* coordinator = app.add_option("--coordinator", flags.coordinator, "Coordinator gRPC address host:port");
   auto* models = app.add_option("--models", flags.models_dir, "Folder holding one Hugging Face model directory per model");
   auto* device = app.add_option("--device", flags.device, "cpu or cuda:N");
+  auto* metrics_listen = app.add_option("--metrics-listen", flags.metrics_listen,
+                                        "Prometheus /metrics address, host:port (port 0 = any free port)");
+  auto* metrics_ready = app.add_option("--metrics-ready-file", flags.metrics_ready_file,
+                                       "Write the bound /metrics port here once serving");
   bool check = false;
   app.add_flag("--list-models", list_models, "Check and list the models this trainer would publish, as JSON");
   app.add_flag("--check", check, "Check the models and that the coordinator answers, then exit");
@@ -110,6 +126,8 @@ int main(int argc, char** argv) {
   if (*device) config.device = flags.device;
   if (*name) config.name = flags.name;
   if (*token_file) config.token_file = flags.token_file;
+  if (*metrics_listen) config.metrics_listen = flags.metrics_listen;
+  if (*metrics_ready) config.metrics_ready_file = flags.metrics_ready_file;
   if (config.name.empty()) config.name = DefaultName(config.device);
   if (absl::Status s = config.Validate(); !s.ok()) {
     std::cerr << "herd-trainer: " << s.message() << "\n";
@@ -166,13 +184,31 @@ int main(int argc, char** argv) {
   *request.mutable_device() = DescribeDevice(config.device);
   request.set_agent_version(HERD_VERSION);
   request.set_engine_version(HERD_VERSION);
-  // TODO(metrics): metrics_address once the agent serves /metrics.
+  // /metrics (docs/metrics.md): its address is what the coordinator lists for Prometheus. Not
+  // essential to training: an address that cannot be bound is reported and the agent goes on.
+  herd::metrics::Registry metrics_registry;
+  auto agent_metrics = herd::agent::AgentMetrics::Create(&metrics_registry, config.device != "cpu");
+  if (!agent_metrics.ok()) {
+    std::cerr << "herd-trainer: metrics: " << agent_metrics.status().message() << "\n";
+    return 1;
+  }
+  std::unique_ptr<herd::metrics::MetricsServer> metrics_server;
+  if (auto started = herd::metrics::MetricsServer::Start(
+          {.listen = config.metrics_listen, .ready_file = config.metrics_ready_file}, &metrics_registry);
+      started.ok()) {
+    metrics_server = *std::move(started);
+    request.set_metrics_address(MetricsAddress(*metrics_server, config.advertise_address));
+    std::cout << "herd-trainer: metrics on " << request.metrics_address() << "\n";
+  } else {
+    std::cerr << "herd-trainer: no /metrics: " << started.status().message() << "\n";
+  }
   std::map<std::string, std::string> model_dirs;
   herd::agent::SupervisorOptions work{.engine_path = config.engine.empty() ? BesideUs("herd-engine") : config.engine,
                                       .scratch_dir = config.scratch_dir, .device = config.device,
                                       .bind_address = config.bind_address,
                                       .advertise_address = config.advertise_address,
-                                      .omp_threads = EngineThreads(), .keep_scratch = config.keep_scratch};
+                                      .omp_threads = EngineThreads(), .keep_scratch = config.keep_scratch,
+                                      .observer = agent_metrics->get()};
   for (const auto& m : *found) {
     std::cout << "herd-trainer: hashing " << m.name << " ..." << std::endl;
     auto described = herd::agent::DescribeModel(m);
@@ -206,6 +242,7 @@ int main(int argc, char** argv) {
     pthread_kill(waiter.native_handle(), SIGTERM);
   }
   waiter.join();
+  if (metrics_server) metrics_server->Stop();
   if (!result.ok()) {
     std::cerr << "herd-trainer: the coordinator refused this trainer: " << result << "\n";
     return 4;

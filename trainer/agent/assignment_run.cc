@@ -121,6 +121,8 @@ void AssignmentRun::Main() {
     report.mutable_failure()->set_message(std::string(line.status().message()).substr(0, 4096));
   }
   phase_ = v1::ASSIGNMENT_PHASE_FINISHING;
+  // The engine is gone: its metrics end now, not after the report's retries.
+  if (options_.observer != nullptr) options_.observer->OnRunEnded(assignment_.ref(), report.reason());
   ReportExit(std::move(report));
   if (!options_.keep_scratch) {
     std::error_code ec;
@@ -220,6 +222,7 @@ v1::ReportEngineExitRequest AssignmentRun::Supervise(const json& assignment_line
   }
   engine_ = *std::move(engine);
   Log(StrCat("started herd-engine, pid ", engine_->pid()));
+  if (options_.observer != nullptr) options_.observer->OnEngineStarted(assignment_.ref());
 
   const absl::Time started = absl::Now();
   absl::Time last_line = started, kill_at = absl::InfiniteFuture();
@@ -306,7 +309,9 @@ v1::ReportEngineExitRequest AssignmentRun::Supervise(const json& assignment_line
     } else if (type == "progress") {
       phase_ = v1::ASSIGNMENT_PHASE_TRAINING;
       step_ = conv.last_step();
-      relay.AddProgress(ProgressFromLine(m, rank, absl::Now()));
+      v1::ProgressPoint point = ProgressFromLine(m, rank, absl::Now());
+      if (options_.observer != nullptr) options_.observer->OnProgress(assignment_.ref(), point);
+      relay.AddProgress(std::move(point));
     } else if (type == "eval") {
       relay.AddEval(EvalFromLine(m, absl::Now()));
     } else if (type == "checkpoint") {

@@ -18,6 +18,7 @@
 #include "absl/time/time.h"
 #include "herd/v1/trainers.pb.h"
 #include "trainer/agent/coordinator_api.h"
+#include "trainer/agent/run_observer.h"
 
 namespace herd::agent {
 
@@ -50,6 +51,7 @@ struct SupervisorOptions {
   absl::Duration report_give_up_on_shutdown = absl::Seconds(10);  // ReportEngineExit retries at SIGTERM
   bool keep_scratch = false;                     // keep scratch folders (debugging)
   std::function<void(const std::string&)> log;   // one line per event; default: stderr
+  RunObserver* observer = nullptr;               // the agent's metrics (not owned); default: none
 
   absl::Status Validate() const;
 };

@@ -235,20 +235,25 @@ at::Tensor LlamaModel::RmsNorm(const at::Tensor& x, const at::Tensor& weight) co
 }
 
 at::Tensor LlamaModel::Project(const Layer& layer, int layer_index, Proj proj, const at::Tensor& x,
-                               const Batch& batch, const DropoutKey* dropout) const {
+                               const LayerInputs& in, at::Tensor* lora_x) const {
   const int k = static_cast<int>(proj);
   at::Tensor y = at::linear(x, layer.proj[k]);  // [B, T, out]
   if (layer.adapter[k] < 0) return y;
   const Adapter& ad = adapters_[layer.adapter[k]];
-  at::Tensor xin = x.to(ad.a.scalar_type());  // [B, T, in]
-  if (dropout != nullptr && lora_.dropout > 0) {
-    // Each row's mask is a function of (seed, step, global sequence index, layer, projection).
+  // x in the LoRA dtype, cast once for all projections of the same input: autograd keeps it for
+  // A's gradient, and on bf16 weights each cast is a float32 copy of the input.
+  if (!lora_x->defined()) *lora_x = x.to(ad.a.scalar_type());
+  at::Tensor xin = *lora_x;  // [B, T, in]
+  // No mask is drawn or applied at dropout 0 (nor in eval): no dropout kernels at all.
+  if (in.dropout.has_value() && lora_.dropout > 0) {
+    // Each row's mask is a function of (seed, step, global sequence index, layer, projection), so
+    // the recompute of a checkpointed layer draws the very same masks.
     const double keep = 1.0 - lora_.dropout;
     std::vector<at::Tensor> masks;
     for (int64_t row = 0; row < x.size(0); ++row) {
-      const uint64_t seq = row < static_cast<int64_t>(batch.sequence_ids.size()) ? batch.sequence_ids[row] : row;
+      const uint64_t seq = row < static_cast<int64_t>(in.sequence_ids.size()) ? in.sequence_ids[row] : row;
       auto gen = at::make_generator<at::CPUGeneratorImpl>(
-          Mix({dropout->seed, static_cast<uint64_t>(dropout->step), seq, static_cast<uint64_t>(layer_index),
+          Mix({in.dropout->seed, static_cast<uint64_t>(in.dropout->step), seq, static_cast<uint64_t>(layer_index),
                static_cast<uint64_t>(k)}));
       masks.push_back(at::empty({x.size(1), x.size(2)}, at::kFloat).bernoulli_(keep, gen));
     }
@@ -258,49 +263,80 @@ at::Tensor LlamaModel::Project(const Layer& layer, int layer_index, Proj proj, c
   return y + delta.to(y.scalar_type());
 }
 
-at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout) const {
-  const LlamaConfig& c = config_;
-  const int64_t B = batch.input_ids.size(0), T = batch.input_ids.size(1);
-  const int64_t D = c.head_dim, Nq = c.num_heads, Nkv = c.num_kv_heads;
-  at::Tensor x = at::embedding(embed_, batch.input_ids);  // [B, T, H]
+std::vector<at::Tensor> LlamaModel::LayerLoraParameters(int i) const {
+  std::vector<at::Tensor> out;
+  for (const ProjInfo& p : kProjTable) {
+    const int a = layers_[i].adapter[static_cast<int>(p.proj)];
+    if (a < 0) continue;
+    out.push_back(adapters_[a].a);
+    out.push_back(adapters_[a].b);
+  }
+  return out;
+}
 
-  // RoPE tables. [B, T, D]
-  at::Tensor freqs = batch.position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
-  at::Tensor emb = at::cat({freqs, freqs}, -1);
-  at::Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);  // [B, 1, T, D]
-  at::Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
+at::Tensor LlamaModel::DecoderLayer(int i, const at::Tensor& x, const LayerInputs& in) const {
+  const LlamaConfig& c = config_;
+  const int64_t B = x.size(0), T = x.size(1);
+  const int64_t D = c.head_dim, Nq = c.num_heads, Nkv = c.num_kv_heads;
+  const Layer& l = layers_[i];
   auto rotate = [&](const at::Tensor& t) {
     at::Tensor rotated = at::cat({-t.narrow(-1, D / 2, D / 2), t.narrow(-1, 0, D / 2)}, -1);
-    return t * cos + rotated * sin;
+    return t * in.cos + rotated * in.sin;
   };
+  at::Tensor h = RmsNorm(x, l.input_norm);
+  at::Tensor h_lora, attn_lora, mlp_lora, gated_lora;  // each input in the LoRA dtype, made on first use
+  at::Tensor q = Project(l, i, Proj::kQ, h, in, &h_lora).view({B, T, Nq, D}).transpose(1, 2);   // [B, Nq, T, D]
+  at::Tensor k = Project(l, i, Proj::kK, h, in, &h_lora).view({B, T, Nkv, D}).transpose(1, 2);  // [B, Nkv, T, D]
+  at::Tensor v = Project(l, i, Proj::kV, h, in, &h_lora).view({B, T, Nkv, D}).transpose(1, 2);
+  q = rotate(q);
+  k = rotate(k);
+  // Fused attention: plain causal rows take is_causal (flash on CUDA, which reads grouped K/V as
+  // they are: no [B, Nq, T, D] copies kept for backward); packed rows a block-diagonal causal mask
+  // (the memory-efficient kernel on CUDA, which wants K/V expanded to Nq heads). On CPU both give
+  // the numbers of the expanded form (the grouped one sums K/V gradients in another order).
+  const bool causal = !in.mask.has_value();
+  if (Nkv != Nq && !causal) {
+    k = k.repeat_interleave(Nq / Nkv, 1);  // [B, Nq, T, D]
+    v = v.repeat_interleave(Nq / Nkv, 1);
+  }
+  at::Tensor attn = at::scaled_dot_product_attention(q, k, v, in.mask, 0.0, causal,
+                                                     1.0 / std::sqrt(static_cast<double>(D)),
+                                                     /*enable_gqa=*/Nkv != Nq && causal);
+  attn = attn.transpose(1, 2).reshape({B, T, Nq * D});  // [B, T, Nq*D]
+  at::Tensor out = x + Project(l, i, Proj::kO, attn, in, &attn_lora);
+  h = RmsNorm(out, l.post_norm);
+  at::Tensor gated =
+      at::silu(Project(l, i, Proj::kGate, h, in, &mlp_lora)) * Project(l, i, Proj::kUp, h, in, &mlp_lora);
+  return out + Project(l, i, Proj::kDown, gated, in, &gated_lora);
+}
 
+at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout, bool checkpoint_layers) const {
+  const int64_t T = batch.input_ids.size(1);
+  at::Tensor x = at::embedding(embed_, batch.input_ids);  // [B, T, H]
+
+  auto in = std::make_shared<LayerInputs>();
+  // RoPE tables. [B, 1, T, D]
+  at::Tensor freqs = batch.position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
+  at::Tensor emb = at::cat({freqs, freqs}, -1);
+  in->cos = emb.cos().to(x.scalar_type()).unsqueeze(1);
+  in->sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
   // Attention mask: causal, and within a document when the batch is packed. [B, 1, T, T]
-  std::optional<at::Tensor> mask;
   if (batch.doc_ids.defined()) {
     at::Tensor same_doc = batch.doc_ids.unsqueeze(2) == batch.doc_ids.unsqueeze(1);
     at::Tensor causal = at::ones({T, T}, at::TensorOptions().dtype(at::kBool).device(x.device())).tril();
-    mask = same_doc.logical_and(causal).unsqueeze(1);
+    in->mask = same_doc.logical_and(causal).unsqueeze(1);
   }
+  in->sequence_ids = batch.sequence_ids;
+  if (dropout != nullptr) in->dropout = *dropout;
 
-  for (int i = 0; i < c.num_layers; ++i) {
-    const Layer& l = layers_[i];
-    at::Tensor h = RmsNorm(x, l.input_norm);
-    at::Tensor q = Project(l, i, Proj::kQ, h, batch, dropout).view({B, T, Nq, D}).transpose(1, 2);   // [B, Nq, T, D]
-    at::Tensor k = Project(l, i, Proj::kK, h, batch, dropout).view({B, T, Nkv, D}).transpose(1, 2);  // [B, Nkv, T, D]
-    at::Tensor v = Project(l, i, Proj::kV, h, batch, dropout).view({B, T, Nkv, D}).transpose(1, 2);
-    q = rotate(q);
-    k = rotate(k);
-    if (Nkv != Nq) {
-      k = k.repeat_interleave(Nq / Nkv, 1);  // [B, Nq, T, D]
-      v = v.repeat_interleave(Nq / Nkv, 1);
+  for (int i = 0; i < config_.num_layers; ++i) {
+    if (checkpoint_layers) {
+      // The closure owns what the recompute reads; the model must outlive the backward.
+      x = Checkpointed([this, i, in](const at::Tensor& layer_input) { return DecoderLayer(i, layer_input, *in); },
+                       x, LayerLoraParameters(i));
+    } else {
+      x = DecoderLayer(i, x, *in);
     }
-    at::Tensor attn = at::scaled_dot_product_attention(q, k, v, mask, 0.0, /*is_causal=*/!mask.has_value(),
-                                                       1.0 / std::sqrt(static_cast<double>(D)));
-    attn = attn.transpose(1, 2).reshape({B, T, Nq * D});  // [B, T, Nq*D]
-    x = x + Project(l, i, Proj::kO, attn, batch, dropout);
-    h = RmsNorm(x, l.post_norm);
-    at::Tensor gated = at::silu(Project(l, i, Proj::kGate, h, batch, dropout)) * Project(l, i, Proj::kUp, h, batch, dropout);
-    x = x + Project(l, i, Proj::kDown, gated, batch, dropout);
   }
   return RmsNorm(x, final_norm_);
 }
@@ -308,24 +344,15 @@ at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout) con
 at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const { return at::linear(hidden, Head()).to(at::kFloat); }
 
 LlamaModel::LossSums LlamaModel::Loss(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_tokens) const {
-  at::Tensor h = hidden.reshape({-1, hidden.size(-1)});  // [B*T, H]
-  at::Tensor t = targets.reshape({-1});                  // [B*T]
   const at::ScalarType acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor t = targets.reshape({-1});                                      // [B*T]
+  at::Tensor trained = (t != -100).nonzero().squeeze(1);                     // [N]
+  at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, trained);  // [N, H]
+  ChunkedCrossEntropyResult ce = ChunkedCrossEntropy(rows, Head(), t.index_select(0, trained), chunk_tokens, acc);
   LossSums sums;
-  sums.loss_sum = at::zeros({}, at::TensorOptions().dtype(acc).device(hidden.device()));
-  at::Tensor correct = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(hidden.device()));
-  at::Tensor counted = at::zeros({}, at::TensorOptions().dtype(at::kLong).device(hidden.device()));
-  for (int64_t start = 0; start < h.size(0); start += chunk_tokens) {
-    const int64_t n = std::min(chunk_tokens, h.size(0) - start);
-    at::Tensor tt = t.narrow(0, start, n);
-    at::Tensor logits = at::linear(h.narrow(0, start, n), Head()).to(acc);  // [n, V]
-    sums.loss_sum = sums.loss_sum + at::cross_entropy_loss(logits, tt, {}, at::Reduction::Sum, -100);
-    at::Tensor trained = tt != -100;
-    counted += trained.sum();
-    correct += (logits.argmax(-1) == tt).logical_and(trained).sum();
-  }
-  sums.tokens = counted.item<int64_t>();
-  sums.correct = correct.item<int64_t>();
+  sums.loss_sum = ce.loss_sum;
+  sums.tokens = trained.size(0);
+  sums.correct = ce.correct.item<int64_t>();
   return sums;
 }
 

@@ -8,12 +8,13 @@
 #include <ATen/ATen.h>
 
 #include <map>
-#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/engine/model/autograd_ops.h"
 #include "trainer/engine/model/llama_config.h"
 #include "trainer/engine/model/tensor_names.h"
 
@@ -66,8 +67,11 @@ class LlamaModel {
   absl::Status EnableLora(const LoraOptions& options, uint64_t seed);
 
   // Final hidden states after the last norm. [B, T, hidden]. `dropout` may be null (no dropout,
-  // as in eval). Throws c10::Error on bad input; callers at the component edge convert it.
-  at::Tensor Hidden(const Batch& batch, const DropoutKey* dropout) const;
+  // as in eval). With `checkpoint_layers` (and grad mode on) autograd keeps only each decoder
+  // layer's input and recomputes the layer in backward: same values and gradients, activation
+  // memory of one layer instead of all. Throws c10::Error on bad input; callers at the component
+  // edge convert it.
+  at::Tensor Hidden(const Batch& batch, const DropoutKey* dropout, bool checkpoint_layers = false) const;
   // Full-vocabulary logits in float32. [B, T, vocab]. For tests and small evaluations only.
   at::Tensor Logits(const at::Tensor& hidden) const;
 
@@ -77,9 +81,11 @@ class LlamaModel {
     int64_t tokens = 0;   // trained tokens
     int64_t correct = 0;  // trained tokens whose argmax is the target
   };
-  // Head + cross-entropy `chunk_tokens` tokens at a time, so the full [B*T, vocab] logits never
-  // exist at once.
-  LossSums Loss(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_tokens = 2048) const;
+  // Head + cross-entropy over the trained positions only (targets != -100), `chunk_tokens` of them
+  // at a time (ChunkedCrossEntropy): [tokens, vocab] logits never exist whole, in forward or
+  // backward. hidden: [B, T, H] from Hidden(); targets: [B, T].
+  LossSums Loss(const at::Tensor& hidden, const at::Tensor& targets,
+                int64_t chunk_tokens = kDefaultLossChunkTokens) const;
 
   struct Adapter {
     int layer;
@@ -108,11 +114,24 @@ class LlamaModel {
     at::Tensor proj[kNumProj];          // [out, in]
     int adapter[kNumProj];              // index into adapters_, or -1
   };
+  // What every decoder layer of one forward reads besides its input. Shared by the layers and
+  // kept alive by the recompute of checkpointed ones.
+  struct LayerInputs {
+    at::Tensor cos, sin;                // [B, 1, T, D] RoPE tables
+    std::optional<at::Tensor> mask;     // [B, 1, T, T] bool, packed rows; none = plain causal
+    std::vector<int64_t> sequence_ids;  // global index of each row (dropout masks)
+    std::optional<DropoutKey> dropout;  // none = no dropout
+  };
   LlamaModel() = default;
   // Takes the base tensors (by Hugging Face name) into the layer structure.
   void Assign(const std::map<std::string, at::Tensor>& tensors);
-  at::Tensor Project(const Layer& layer, int layer_index, Proj proj, const at::Tensor& x, const Batch& batch,
-                     const DropoutKey* dropout) const;
+  // Decoder layer `i` on x [B, T, H]; deterministic (the recompute of checkpointing relies on it).
+  at::Tensor DecoderLayer(int i, const at::Tensor& x, const LayerInputs& in) const;
+  // x · Wᵀ plus the LoRA term. *lora_x caches x in the LoRA dtype across the projections of one x.
+  at::Tensor Project(const Layer& layer, int layer_index, Proj proj, const at::Tensor& x, const LayerInputs& in,
+                     at::Tensor* lora_x) const;
+  // The LoRA A and B tensors of layer `i`.
+  std::vector<at::Tensor> LayerLoraParameters(int i) const;
   at::Tensor RmsNorm(const at::Tensor& x, const at::Tensor& weight) const;
   at::Tensor Head() const { return config_.tie_word_embeddings ? embed_ : lm_head_; }
 

@@ -1,12 +1,15 @@
 // herd-bench: training throughput of Herd's engine on LLaMA shapes with random weights (issue
 // "The GPU path"). LoRA r16 alpha32 on all seven projections, random tokens, timed optimiser steps
 // after warm-up; prints one JSON line in the units of ../shared/bench/hf_peft_baseline.py so the two
-// can be compared in one run.
-//   herd-bench --model llama3-8b --batch 2 --seq 2048 --device cuda:0
+// can be compared in one run. On CPU the memory figure is the process's resident set (peak, and
+// the part above what the weights and batches hold before the first step).
+//   herd-bench --model llama3-8b --batch 2 --seq 2048 --device cuda:0 [--grad-ckpt]
 #include <chrono>
 #include <cstdio>
+#include <fstream>
 #include <iostream>
 #include <map>
+#include <string>
 
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
@@ -27,12 +30,13 @@ struct Shape {
   int64_t hidden, layers, heads, kv_heads, intermediate, vocab;
   bool tied;
 };
-// The shapes of hf_peft_baseline.py, plus the test fixture's.
+// The shapes of hf_peft_baseline.py, plus the test fixture's and a small one for CPU runs.
 const std::map<std::string, Shape> kShapes = {
     {"llama3.2-1b", {2048, 16, 32, 8, 8192, 128256, true}},
     {"llama3-8b", {4096, 32, 32, 8, 14336, 128256, false}},
     {"llama2-7b", {4096, 32, 32, 32, 11008, 32000, false}},
     {"tiny", {64, 2, 4, 2, 176, 1024, false}},
+    {"small", {256, 8, 8, 2, 704, 32000, false}},  // CPU-sized, with a real vocabulary
 };
 
 // 4N + 12·L·H·Q·T + 6·N_lora: frozen base (no weight gradients), attention counted in full.
@@ -64,9 +68,31 @@ void ResetPeak(const at::Device& d) {
 #endif
 }
 
-absl::Status Bench(const std::string& name, int64_t batch, int64_t seq, int steps, int warmup, const std::string& device,
-                   bool grad_ckpt) {
-  if (grad_ckpt) return absl::UnimplementedError("--grad-ckpt: activation checkpointing is not built yet");
+// A "VmRSS:"-style line of /proc/self/status in bytes; -1 where there is none.
+int64_t ProcStatusBytes(const std::string& key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;  // "   123 kB"
+  }
+  return -1;
+}
+
+double Gib(int64_t bytes) { return static_cast<double>(bytes) / double(1 << 30); }
+
+struct BenchOptions {
+  int64_t batch = 2, seq = 256;
+  int steps = 8, warmup = 3;
+  bool grad_ckpt = false;
+  int64_t loss_chunk = kDefaultLossChunkTokens;
+  bool full_logits = false;  // the unchunked reference: [tokens, vocab] logits kept for backward
+};
+
+absl::Status Bench(const std::string& name, const std::string& device, const BenchOptions& o) {
+  const int64_t batch = o.batch, seq = o.seq;
+  const int steps = o.steps, warmup = o.warmup;
+  const bool grad_ckpt = o.grad_ckpt;
+  if (o.loss_chunk < 1) return absl::InvalidArgumentError("--loss-chunk must be >= 1");
   auto it = kShapes.find(name);
   if (it == kShapes.end()) return absl::InvalidArgumentError("unknown --model " + name);
   const Shape& s = it->second;
@@ -101,12 +127,20 @@ absl::Status Bench(const std::string& name, int64_t batch, int64_t seq, int step
     b.targets = at::cat({b.input_ids.narrow(1, 1, seq - 1), at::full({batch, 1}, -100, b.input_ids.options())}, 1);
     batches.push_back(std::move(b));
   }
+  const int64_t rss_before = ProcStatusBytes("VmRSS:");
   double loss = 0;
   auto step = [&](int i) -> absl::Status {
     for (const at::Tensor& p : params) p.mutable_grad() = at::Tensor();
     const Batch& b = batches[i % 4];
-    LlamaModel::LossSums sums = model->Loss(model->Hidden(b, nullptr), b.targets);
-    at::Tensor l = sums.loss_sum / static_cast<double>(sums.tokens);
+    at::Tensor hidden = model->Hidden(b, nullptr, grad_ckpt);
+    at::Tensor l;
+    if (o.full_logits) {
+      at::Tensor t = b.targets.reshape({-1});
+      l = at::cross_entropy_loss(model->Logits(hidden).view({-1, s.vocab}), t, {}, at::Reduction::Mean, -100);
+    } else {
+      LlamaModel::LossSums sums = model->Loss(hidden, b.targets, o.loss_chunk);
+      l = sums.loss_sum / static_cast<double>(sums.tokens);
+    }
     l.backward();
     HERD_RETURN_IF_ERROR(opt.Step(1e-4));
     loss = l.item<double>();
@@ -123,8 +157,11 @@ absl::Status Bench(const std::string& name, int64_t batch, int64_t seq, int step
     const double tokens_per_s = static_cast<double>(batch * seq * steps) / seconds;
     const double fpt = FlopsPerToken(s, seq, 16);
     const int64_t peak = PeakBytes(dev);
+    const int64_t peak_rss = ProcStatusBytes("VmHWM:");
     nlohmann::json out = {{"system", "herd"}, {"model", name}, {"device", device}, {"batch", batch}, {"seq", seq},
                           {"grad_ckpt", grad_ckpt}, {"trainable_params", trainable},
+                          {"loss_chunk", o.full_logits ? nlohmann::json("full") : nlohmann::json(o.loss_chunk)},
+                          {"peak_rss_gib", Gib(peak_rss)}, {"step_rss_gib", Gib(peak_rss - rss_before)},
                           {"step_s", seconds / steps}, {"tokens_per_s", tokens_per_s},
                           {"model_tflops", tokens_per_s * fpt / 1e12}, {"flops_per_token", fpt},
                           {"peak_mem_gib", peak < 0 ? nlohmann::json(nullptr) : nlohmann::json(peak / double(1 << 30))},
@@ -142,18 +179,20 @@ absl::Status Bench(const std::string& name, int64_t batch, int64_t seq, int step
 int main(int argc, char** argv) {
   CLI::App app{"herd-bench: Herd's LoRA training throughput on LLaMA shapes (random weights, random tokens)"};
   std::string model = "tiny", device = "cpu";
-  int64_t batch = 2, seq = 256;
-  int steps = 8, warmup = 3;
-  bool grad_ckpt = false;
-  app.add_option("--model", model, "llama3.2-1b, llama3-8b, llama2-7b or tiny")->capture_default_str();
-  app.add_option("--batch", batch, "Sequences per step")->capture_default_str();
-  app.add_option("--seq", seq, "Tokens per sequence")->capture_default_str();
-  app.add_option("--steps", steps, "Timed steps")->capture_default_str();
-  app.add_option("--warmup", warmup, "Untimed steps first")->capture_default_str();
+  herd::engine::BenchOptions o;
+  app.add_option("--model", model, "llama3.2-1b, llama3-8b, llama2-7b, small or tiny")->capture_default_str();
+  app.add_option("--batch", o.batch, "Sequences per step")->capture_default_str();
+  app.add_option("--seq", o.seq, "Tokens per sequence")->capture_default_str();
+  app.add_option("--steps", o.steps, "Timed steps")->capture_default_str();
+  app.add_option("--warmup", o.warmup, "Untimed steps first")->capture_default_str();
   app.add_option("--device", device, "cpu or cuda:N")->capture_default_str();
-  app.add_flag("--grad-ckpt", grad_ckpt, "Activation checkpointing per layer (not built yet)");
+  app.add_flag("--grad-ckpt", o.grad_ckpt, "Activation checkpointing per decoder layer");
+  app.add_option("--loss-chunk", o.loss_chunk, "Trained tokens per output-head + cross-entropy chunk")
+      ->capture_default_str();
+  app.add_flag("--full-logits", o.full_logits,
+               "Unchunked head + cross-entropy (the whole [tokens, vocab] logits), for comparison");
   CLI11_PARSE(app, argc, argv);
-  absl::Status s = herd::engine::Bench(model, batch, seq, steps, warmup, device, grad_ckpt);
+  absl::Status s = herd::engine::Bench(model, device, o);
   if (!s.ok()) {
     std::cerr << "herd-bench: " << s.message() << "\n";
     return absl::IsInvalidArgument(s) || absl::IsUnimplemented(s) ? 2 : 1;

@@ -3,6 +3,7 @@
 //   herd-engine-tool logits --model DIR [--adapter DIR] --input in.safetensors --out out.safetensors
 //     input: input_ids [B, T] int64, optional position_ids [B, T], doc_ids [B, T], targets [B, T].
 //     output: logits [B, T, V] float32, and with targets: loss_sum, tokens, correct.
+//     --loss-only: only loss_sum, tokens, correct (no [B, T, V] tensor, for many long rows).
 //   herd-engine-tool init-adapter --model DIR --out DIR [--r N --alpha A --dropout P
 //     --targets q_proj,v_proj|all-linear --rslora --seed S --random-b STD]
 //     a fresh PEFT adapter directory; --random-b fills B with seeded N(0, STD²) so it is no no-op.
@@ -31,6 +32,7 @@ struct Flags {
   double alpha = 32, dropout = 0, random_b = 0;
   std::string targets = "all-linear";
   bool rslora = false;
+  bool loss_only = false;
   uint64_t seed = 0;
   int64_t max_shard_bytes = MergeOptions().max_shard_bytes;
 };
@@ -58,7 +60,10 @@ absl::Status RunLogits(const Flags& f) {
     c10::InferenceMode no_grad;
     at::Tensor hidden = model->Hidden(batch, nullptr);
     SafetensorsWriter writer;
-    HERD_RETURN_IF_ERROR(AddTensor(writer, "logits", model->Logits(hidden)));
+    if (f.loss_only && !tensors.count("targets")) {
+      return absl::InvalidArgumentError(f.input + ": --loss-only needs a targets tensor");
+    }
+    if (!f.loss_only) HERD_RETURN_IF_ERROR(AddTensor(writer, "logits", model->Logits(hidden)));
     if (tensors.count("targets")) {
       auto sums = model->Loss(hidden, tensors["targets"].to(at::kLong), 7);  // odd chunks on purpose
       HERD_RETURN_IF_ERROR(AddTensor(writer, "loss_sum", sums.loss_sum));
@@ -127,6 +132,7 @@ int main(int argc, char** argv) {
   logits->add_option("--input", f.input, "safetensors with input_ids [B, T] (position_ids, doc_ids, targets optional)")
       ->required();
   logits->add_option("--out", f.out, "Output safetensors")->required();
+  logits->add_flag("--loss-only", f.loss_only, "Write the loss sums only, not the logits");
 
   CLI::App* init = app.add_subcommand("init-adapter", "Write a freshly initialised PEFT LoRA adapter");
   model_flags(init);
