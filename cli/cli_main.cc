@@ -181,6 +181,8 @@ int main(int argc, char** argv) {
   std::string job_id, cancel_reason;
   CLI::App* job_get = jobs->add_subcommand("get", "Show one job");
   job_get->add_option("ID", job_id, "Job id (job_...)")->required();
+  bool job_metrics = false;
+  job_get->add_flag("--metrics", job_metrics, "Also print the loss history (a sparkline, then each step)");
   CLI::App* job_cancel = jobs->add_subcommand("cancel", "Cancel a job (final at once)");
   job_cancel->add_option("ID", job_id, "Job id (job_...)")->required();
   job_cancel->add_option("--reason", cancel_reason, "Note stored with the cancellation");
@@ -236,7 +238,7 @@ int main(int argc, char** argv) {
   if (*ds_delete) return herd::cli::DeleteDataset(*client, ds_id);
   if (*job_submit) return herd::cli::SubmitJob(*client, submit, json);
   if (*job_list) return herd::cli::ListJobs(*client, job_states, job_name_prefix, json);
-  if (*job_get) return herd::cli::GetJob(*client, job_id, json);
+  if (*job_get) return herd::cli::GetJob(*client, job_id, json, job_metrics);
   if (*job_cancel) return herd::cli::CancelJob(*client, job_id, cancel_reason, json);
   if (*job_events) return herd::cli::ListJobEvents(*client, job_id, json);
   if (*job_watch) return herd::cli::WatchJob(*client, {.id = job_id, .json = json});

@@ -16,6 +16,7 @@
 #include "cli/call.h"
 #include "cli/datasets_commands.h"
 #include "cli/exit_codes.h"
+#include "cli/jobs_watch.h"
 #include "common/rpc/job_spec_proto.h"
 #include "common/rpc/rpc.h"
 #include "common/strings.h"
@@ -224,22 +225,38 @@ int ListJobs(const ClientConfig& config, const std::vector<std::string>& states,
   return kOk;
 }
 
-int GetJob(const ClientConfig& config, const std::string& id, bool json) {
+int GetJob(const ClientConfig& config, const std::string& id, bool json, bool metrics) {
   auto client = Connect(config);
   if (!client.ok()) return Fail(nullptr, client.status());
   grpc::ClientContext context;
   client->Prepare(&context);
   herd::v1::GetJobRequest request;
   request.set_id(id);
+  request.set_include_loss_history(metrics);
   herd::v1::Job job;
   absl::Status s = herd::rpc::FromGrpc(client->stub->GetJob(&context, request, &job));
   if (!s.ok()) return Fail(&*client, s);
   if (json) {
     std::cout << MessageToJson(job) << "\n";
-  } else {
-    PrintJob(job);
+    return kOk;
   }
+  PrintJob(job);
+  if (metrics) std::cout << DescribeLossHistory(job);
   return kOk;
+}
+
+std::string DescribeLossHistory(const herd::v1::Job& job) {
+  if (job.loss_history_size() == 0) return "loss history: none yet\n";
+  std::vector<double> losses;
+  for (const herd::v1::LossPoint& p : job.loss_history()) losses.push_back(p.loss());
+  std::ostringstream out;
+  out << "loss history (" << losses.size() << " steps): " << Sparkline(losses, 60) << "\n";
+  char line[64];
+  for (const herd::v1::LossPoint& p : job.loss_history()) {
+    std::snprintf(line, sizeof(line), "  step %6lld  loss %.4f\n", static_cast<long long>(p.step()), p.loss());
+    out << line;
+  }
+  return out.str();
 }
 
 int CancelJob(const ClientConfig& config, const std::string& id, const std::string& reason, bool json) {

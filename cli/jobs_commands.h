@@ -38,7 +38,10 @@ int SubmitJob(const ClientConfig& config, const SubmitOptions& options, bool jso
 // `states` are job-state names ("running", "JOB_STATE_RUNNING"); empty = all.
 int ListJobs(const ClientConfig& config, const std::vector<std::string>& states,
              const std::string& name_prefix, bool json);
-int GetJob(const ClientConfig& config, const std::string& id, bool json);
+// The loss history of a job as text: a sparkline over all of it, then one line per step.
+std::string DescribeLossHistory(const herd::v1::Job& job);
+// With `metrics`, also the loss history (DescribeLossHistory).
+int GetJob(const ClientConfig& config, const std::string& id, bool json, bool metrics = false);
 int CancelJob(const ClientConfig& config, const std::string& id, const std::string& reason, bool json);
 int ListJobEvents(const ClientConfig& config, const std::string& id, bool json);
 

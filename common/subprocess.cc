@@ -52,6 +52,7 @@ absl::StatusOr<SubprocessResult> RunSubprocess(const SubprocessOptions& options)
     // Only async-signal-safe calls until exec.
     ::setpgid(0, 0);
     ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::signal(SIGPIPE, SIG_DFL);  // the parent may ignore it (its HTTP server does); children should not
     if (::getppid() != parent) ::_exit(127);
     ::dup2(out_pipe[1], STDOUT_FILENO);
     ::dup2(err_pipe[1], STDERR_FILENO);

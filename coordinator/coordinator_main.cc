@@ -28,6 +28,7 @@
 #include "coordinator/services/adapter_service.h"
 #include "coordinator/services/cluster_service.h"
 #include "coordinator/services/dataset_service.h"
+#include "coordinator/services/job_convert.h"
 #include "coordinator/services/job_service.h"
 #include "coordinator/services/trainer_service.h"
 #include "coordinator/store/store.h"
@@ -219,8 +220,16 @@ int main(int argc, char** argv) {
   control_options.preparer.herd_prepare =
       config.prepare_program.empty() ? BesideUs("herd-prepare") : config.prepare_program;
   control_options.preparer.work_dir = (std::filesystem::path(config.data_dir) / "prepare").string();
-  control_options.on_final = [&progress, job_metrics](const std::string& job_id) {
+  herd::coordinator::store::Store* const stored = store->get();
+  control_options.on_final = [&progress, job_metrics, stored](const std::string& job_id) {
     job_metrics->OnJobFinal(job_id);  // reads the board's last tokens: before Forget
+    // The live progress and loss history outlive the job in its row (`herd jobs get --metrics`).
+    if (auto view = progress.Get(job_id); view) {
+      if (absl::Status s = stored->jobs().SaveProgress(job_id, herd::coordinator::services::ProgressSnapshotJson(*view));
+          !s.ok()) {
+        HERD_LOG(Warning) << "could not keep the progress of " << job_id << ": " << s;
+      }
+    }
     progress.Forget(job_id);
   };
   control_options.on_events = [job_metrics](const herd::coordinator::SchedulerEvents& events) {

@@ -50,7 +50,8 @@ echo "quickstart: coordinator on $HERD_ENDPOINT (log: $run/coordinator.log)"
 for t in 1 2; do
   mkdir -p "$run/trainer-$t"
   (cd "$run/trainer-$t" && OMP_NUM_THREADS=1 exec "$bin/herd-trainer" --coordinator "$HERD_ENDPOINT" \
-     --models "$out/models" --name "quickstart-cpu$t" --token-file "$run/cluster.token") \
+     --models "$out/models" --name "quickstart-cpu$t" --token-file "$run/cluster.token" \
+     --metrics-listen 127.0.0.1:0) \
     >"$run/trainer-$t.log" 2>&1 &
   pids+=($!)
 done

@@ -3,6 +3,8 @@
 #ifndef HERD_COORDINATOR_SERVICES_JOB_CONVERT_H_
 #define HERD_COORDINATOR_SERVICES_JOB_CONVERT_H_
 
+#include <string>
+
 #include "coordinator/store/job_store.h"
 #include "herd/v1/jobs.pb.h"
 
@@ -23,6 +25,11 @@ void ToProto(const JobProgressView& in, herd::v1::JobProgress* out);
 // Overwrites job->progress with the board's live view of job->id(), when `board` is not null
 // and knows the job (GetJob, WatchJob); returns the view's version, 0 when nothing was set.
 int64_t SetLiveProgress(const ProgressBoard* board, herd::v1::Job* job);
+// The snapshot kept in the job's row when it ends (JobStore::SaveProgress): JobProgress's proto
+// JSON plus "loss_history": [[step, loss], ...].
+std::string ProgressSnapshotJson(const JobProgressView& view);
+// Job.loss_history from the live board, else from the stored snapshot.
+void SetLossHistory(const ProgressBoard* board, const std::string& progress_json, herd::v1::Job* job);
 
 }  // namespace herd::coordinator::services
 

@@ -129,6 +129,7 @@ grpc::Status JobService::GetJob(grpc::ServerContext* context, const herd::v1::Ge
   if (progress_ != nullptr) {
     if (auto live = progress_->Get(job->id); live) ToProto(*live, response->mutable_progress());
   }
+  if (request->include_loss_history()) SetLossHistory(progress_, job->progress_json, response);
   return grpc::Status::OK;
 }
 

@@ -1,6 +1,9 @@
 // ProgressBoard's JobProgressView -> herd.v1.JobProgress (declared in job_convert.h), for GetJob
 // and WatchJob, and the board's view into a Job.
+#include <google/protobuf/util/json_util.h>
+
 #include "coordinator/progress_board.h"
+#include "nlohmann/json.hpp"
 #include "coordinator/services/convert.h"
 #include "coordinator/services/job_convert.h"
 
@@ -27,6 +30,43 @@ int64_t SetLiveProgress(const ProgressBoard* board, herd::v1::Job* job) {
   if (!view) return 0;
   ToProto(*view, job->mutable_progress());
   return view->version;
+}
+
+std::string ProgressSnapshotJson(const JobProgressView& view) {
+  herd::v1::JobProgress proto;
+  ToProto(view, &proto);
+  std::string text;
+  google::protobuf::util::JsonPrintOptions options;
+  options.preserve_proto_field_names = true;
+  if (!google::protobuf::util::MessageToJsonString(proto, &text, options).ok()) text = "{}";
+  nlohmann::json j = nlohmann::json::parse(text, nullptr, false);
+  if (!j.is_object()) j = nlohmann::json::object();
+  nlohmann::json history = nlohmann::json::array();
+  for (const auto& [step, loss] : view.loss_history) history.push_back({step, loss});
+  j["loss_history"] = std::move(history);
+  return j.dump();
+}
+
+void SetLossHistory(const ProgressBoard* board, const std::string& progress_json, herd::v1::Job* job) {
+  job->clear_loss_history();
+  if (board != nullptr) {
+    if (std::optional<JobProgressView> view = board->Get(job->id()); view && !view->loss_history.empty()) {
+      for (const auto& [step, loss] : view->loss_history) {
+        herd::v1::LossPoint* p = job->add_loss_history();
+        p->set_step(step);
+        p->set_loss(loss);
+      }
+      return;
+    }
+  }
+  nlohmann::json j = nlohmann::json::parse(progress_json, nullptr, false);
+  if (!j.is_object() || !j.contains("loss_history") || !j["loss_history"].is_array()) return;
+  for (const nlohmann::json& point : j["loss_history"]) {
+    if (!point.is_array() || point.size() != 2 || !point[0].is_number_integer() || !point[1].is_number()) continue;
+    herd::v1::LossPoint* p = job->add_loss_history();
+    p->set_step(point[0].get<int64_t>());
+    p->set_loss(point[1].get<double>());
+  }
 }
 
 }  // namespace herd::coordinator::services

@@ -227,6 +227,14 @@ def case_two_vs_one(cluster, dataset):
     check(j["state"] == "JOB_STATE_SUCCEEDED" and int(j["progress"].get("step", 0)) == 6
           if "progress" in j else j["state"] == "JOB_STATE_SUCCEEDED", "2-trainer job SUCCEEDED", j)
     print(f"figure: submit-to-SUCCEEDED of the 2-trainer job: {elapsed:.1f} s")
+    # The loss history outlives the job (stored when it ends).
+    rc, out, err = cluster.cli("jobs", "get", job2, "--metrics")
+    check(rc == 0 and "loss history (6 steps)" in out and len(re.findall(r"step +\d+ +loss \d", out)) == 6,
+          "jobs get --metrics prints the loss history of every step", out, err)
+    rc, out, err = cluster.cli("jobs", "get", job2, "--metrics", "-o", "json")
+    history = json.loads(out).get("loss_history", []) if rc == 0 else []
+    check([int(p["step"]) for p in history] == list(range(1, 7)) and all(float(p["loss"]) > 0 for p in history),
+          "jobs get --metrics -o json carries loss_history", out, err)
     rc, out, err = cluster.cli("adapters", "list", job2, "-o", "json")
     cks = json.loads(out) if rc == 0 else []
     check(rc == 0 and any(c.get("final") for c in cks), "adapters list shows the final adapter", out, err)
