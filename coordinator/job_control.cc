@@ -5,9 +5,12 @@
 #include <map>
 #include <utility>
 
+#include "common/file_util.h"
 #include "common/log.h"
+#include "common/sha256.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "nlohmann/json.hpp"
 #include "trainer/engine/model/adapter_format.h"
 #include "trainer/engine/model/llama_config.h"
 
@@ -216,18 +219,83 @@ absl::StatusOr<PreparationInput> JobControl::Inputs(std::string_view tenant, con
   HERD_ASSIGN_OR_RETURN(store::DatasetRecord data, store_->datasets().Get(tenant, spec.dataset));
   in.dataset_path = store_->blobs().PathOf(data.sha256);
   in.skip_invalid = data.skip_invalid;
+  std::string validation_sha;
   if (!spec.validation_dataset.empty()) {
     HERD_ASSIGN_OR_RETURN(store::DatasetRecord v, store_->datasets().Get(tenant, spec.validation_dataset));
     in.validation_path = store_->blobs().PathOf(v.sha256);
     in.validation_skip_invalid = v.skip_invalid;
+    validation_sha = v.sha256;
   }
   auto model = store_->trainers().GetModel(spec.base_model);
   if (absl::IsNotFound(model.status())) {
     return absl::FailedPreconditionError(StrCat("base_model: no trainer has registered ", spec.base_model));
   }
   HERD_RETURN_IF_ERROR(model.status());
-  for (const store::NamedBlob& f : model->files) in.model_files[f.name] = store_->blobs().PathOf(f.blob.sha256);
+  std::map<std::string, std::string> model_digests;
+  for (const store::NamedBlob& f : model->files) {
+    in.model_files[f.name] = store_->blobs().PathOf(f.blob.sha256);
+    model_digests[f.name] = f.blob.sha256;
+  }
+  // Everything herd-prepare's output depends on (the schedule is not: it is recomputed per job).
+  std::string key = StrCat("herd-prepare ", HERD_VERSION, "\ndata ", data.sha256, " ", data.skip_invalid,
+                           "\nformat ", spec.format, "\ntemplate ", spec.chat_template, "\ninputs ",
+                           spec.train_on_inputs, "\nseq ", spec.training.max_seq_len, " ", spec.training.packing,
+                           "\nseed ", spec.training.seed, "\n");
+  if (in.validation_path.empty()) {
+    key += StrCat("split ", spec.validation_split, "\n");
+  } else {
+    key += StrCat("validation ", validation_sha, " ", in.validation_skip_invalid, "\n");
+  }
+  for (const auto& [name, sha] : model_digests) key += StrCat("model ", name, " ", sha, "\n");
+  in.cache_key = Sha256Hex(key);
   return in;
+}
+
+// The cache of prepared data (DESIGN.md §4: produced once per dataset, tokenizer, template and
+// sequence length): <work_dir>/cache/<key>.json names the blobs and the data-level plan.
+std::optional<store::PreparedInfo> JobControl::CachedPreparation(const std::string& key, const JobSpec& spec) const {
+  if (key.empty()) return std::nullopt;
+  auto text = ReadFile(StrCat(options_.preparer.work_dir, "/cache/", key, ".json"));
+  if (!text.ok()) return std::nullopt;
+  nlohmann::json j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("train") || !j.contains("plan")) return std::nullopt;
+  auto blob = [&](const nlohmann::json& b) -> std::optional<store::BlobRef> {
+    if (!b.is_object()) return std::nullopt;
+    store::BlobRef ref{.sha256 = b.value("sha256", ""), .size_bytes = b.value("size_bytes", int64_t{0})};
+    // Touch renews the blob's age for the garbage collector; a collected blob misses the cache.
+    auto size = store_->blobs().Touch(ref.sha256);
+    if (!size.ok() || *size != ref.size_bytes) return std::nullopt;
+    return ref;
+  };
+  store::PreparedInfo info;
+  auto train = blob(j["train"]);
+  if (!train) return std::nullopt;
+  info.train_data = *train;
+  if (j.contains("validation") && !j["validation"].is_null()) {
+    info.validation_data = blob(j["validation"]);
+    if (!info.validation_data) return std::nullopt;
+  }
+  auto plan = PreparationPlan::FromProtoJson(j["plan"].get<std::string>());
+  if (!plan.ok() || !FillSchedule(spec, *plan).ok()) return std::nullopt;
+  info.plan_json = plan->ToProtoJson();
+  info.message = StrCat(plan->records, " records, ", plan->sequences, " sequences of ", spec.training.max_seq_len,
+                        " tokens (", static_cast<int>(plan->packing_efficiency * 1000) / 10.0, "% packed), ",
+                        plan->total_steps, " steps; prepared data reused (same dataset, tokenizer and settings)");
+  return info;
+}
+
+void JobControl::RememberPreparation(const std::string& key, const store::PreparedInfo& info) const {
+  if (key.empty()) return;
+  auto ref = [](const store::BlobRef& b) { return nlohmann::json{{"sha256", b.sha256}, {"size_bytes", b.size_bytes}}; };
+  nlohmann::json j = {{"train", ref(info.train_data)},
+                      {"validation", info.validation_data ? ref(*info.validation_data) : nlohmann::json()},
+                      {"plan", info.plan_json}};
+  const std::string dir = StrCat(options_.preparer.work_dir, "/cache");
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (absl::Status s = WriteFileAtomic(StrCat(dir, "/", key, ".json"), j.dump()); !s.ok()) {
+    HERD_LOG(Warning) << "could not remember a preparation: " << s;
+  }
 }
 
 absl::StatusOr<PreparationPlan> JobControl::DryRun(std::string_view tenant, const JobSpec& spec) const {
@@ -258,6 +326,11 @@ void JobControl::PrepareOne(const std::string& job_id) {
   };
   auto in = Inputs(job->tenant, job->spec);
   if (!in.ok()) return fail(in.status());
+  if (std::optional<store::PreparedInfo> cached = CachedPreparation(in->cache_key, job->spec)) {
+    auto queued = store_->jobs().Prepared(job_id, *cached);
+    if (!queued.ok()) return;  // cancelled meanwhile
+    return Submit(*queued);
+  }
   auto scratch = MakeScratch(options_.preparer.work_dir, job_id);
   if (!scratch.ok()) return fail(scratch.status());
   const absl::Time start = absl::Now();
@@ -294,8 +367,14 @@ void JobControl::PrepareOne(const std::string& job_id) {
     HERD_LOG(Warning) << "job " << job_id << ": could not record its preparation: " << queued.status();
     return;  // cancelled meanwhile
   }
+  RememberPreparation(in->cache_key, info);
   if (options_.on_prepared) options_.on_prepared(absl::ToDoubleSeconds(absl::Now() - start), p.tokens);
-  auto events = scheduler_->Submit(MakeJobRequest(*queued));
+  Submit(*queued);
+}
+
+void JobControl::Submit(const JobRecord& queued) {
+  const std::string& job_id = queued.id;
+  auto events = scheduler_->Submit(MakeJobRequest(queued));
   if (!events.ok()) {
     store::TransitionInfo t;
     t.failure = store::Failure{.code = std::string(absl::StatusCodeToString(events.status().code())),

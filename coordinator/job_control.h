@@ -108,6 +108,12 @@ class JobControl {
   absl::StatusOr<PreparationInput> Inputs(std::string_view tenant, const JobSpec& spec) const;
   // Prepares one job and moves it to QUEUED (submitting it) or FAILED.
   void PrepareOne(const std::string& job_id);
+  // A QUEUED job to the scheduler (FAILED when it refuses).
+  void Submit(const store::JobRecord& queued);
+  // The prepared-data cache (DESIGN.md §4): a stored preparation with the same content key,
+  // with the schedule recomputed for `spec`; nullopt when none (or its blobs are gone).
+  std::optional<store::PreparedInfo> CachedPreparation(const std::string& key, const JobSpec& spec) const;
+  void RememberPreparation(const std::string& key, const store::PreparedInfo& info) const;
   void WorkerLoop();
   void Ended(const std::string& job_id);
 

@@ -61,6 +61,10 @@ struct PreparationInput {
   bool validation_skip_invalid = false;
   // The model's published files: name (config.json, tokenizer.json, ...) -> file path.
   std::map<std::string, std::string> model_files;
+  // SHA-256 over everything the output depends on (data and model file digests, the spec's
+  // preparation fields, Herd's version): equal keys give byte-equal prepared files, so one
+  // preparation serves every job with the same key. "" = do not cache.
+  std::string cache_key;
 };
 
 struct PreparationOutput {
