@@ -72,18 +72,6 @@ std::string RandomKey() {
   return key;
 }
 
-std::string StateName(herd::v1::JobState state) {
-  std::string name = herd::v1::JobState_Name(state);
-  constexpr std::string_view kPrefix = "JOB_STATE_";
-  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
-}
-
-std::string EventTypeName(herd::v1::JobEventType type) {
-  std::string name = herd::v1::JobEventType_Name(type);
-  constexpr std::string_view kPrefix = "JOB_EVENT_TYPE_";
-  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
-}
-
 std::string TimeText(const google::protobuf::Timestamp& t) {
   return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixSeconds(t.seconds()),
                           absl::UTCTimeZone());

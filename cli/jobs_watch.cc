@@ -28,18 +28,6 @@
 namespace herd::cli {
 namespace {
 
-std::string StateName(herd::v1::JobState state) {
-  std::string name = herd::v1::JobState_Name(state);
-  constexpr std::string_view kPrefix = "JOB_STATE_";
-  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
-}
-
-std::string EventTypeName(herd::v1::JobEventType type) {
-  std::string name = herd::v1::JobEventType_Name(type);
-  constexpr std::string_view kPrefix = "JOB_EVENT_TYPE_";
-  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
-}
-
 std::string Printf(const char* format, double value) {
   char buffer[64];
   std::snprintf(buffer, sizeof buffer, format, value);
@@ -174,6 +162,19 @@ constexpr absl::Duration kFirstBackoff = absl::Milliseconds(500);
 constexpr absl::Duration kMaxBackoff = absl::Seconds(10);
 
 }  // namespace
+
+std::string StateName(herd::v1::JobState state) {
+  std::string name = herd::v1::JobState_Name(state);
+  constexpr std::string_view kPrefix = "JOB_STATE_";
+  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
+}
+
+std::string EventTypeName(herd::v1::JobEventType type) {
+  std::string name = herd::v1::JobEventType_Name(type);
+  constexpr std::string_view kPrefix = "JOB_EVENT_TYPE_";
+  return name.rfind(kPrefix, 0) == 0 ? name.substr(kPrefix.size()) : name;
+}
+
 
 std::string Sparkline(const std::vector<double>& values, size_t width) {
   static constexpr const char* kBars[] = {"▁", "▂", "▃", "▄", "▅", "▆", "▇", "█"};

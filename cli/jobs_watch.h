@@ -60,6 +60,9 @@ std::string ProgressLine(herd::v1::JobState state, const herd::v1::JobProgress& 
 // "12:03:04Z  #5  STATE_CHANGED  QUEUED -> RUNNING" (the failure appended when the message does
 // not say it already).
 std::string EventLine(const herd::v1::JobEvent& event);
+// "RUNNING" for JOB_STATE_RUNNING, "STATE_CHANGED" for JOB_EVENT_TYPE_STATE_CHANGED.
+std::string StateName(herd::v1::JobState state);
+std::string EventTypeName(herd::v1::JobEventType type);
 // The job when a watch starts: "job_x (name): RUNNING, tiny-llama on ds_y".
 std::string JobLine(const herd::v1::Job& job);
 // The first `columns` display columns of a UTF-8 line (a line rewritten in place must not wrap).

@@ -10,6 +10,7 @@
 #include "common/file_util.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "coordinator/preparation.h"
 #include "common/subprocess.h"
 #include "coordinator/store/store.h"
 #include "datasets/examples.h"
@@ -50,20 +51,6 @@ class Scratch {
   explicit Scratch(std::string path) : path_(std::move(path)) {}
   std::string path_;
 };
-
-// herd-prepare's stderr without its "herd-prepare: " prefix: the reason to show.
-std::string Reason(const SubprocessResult& r) {
-  std::string text = r.stderr_text;
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  constexpr std::string_view kPrefix = "herd-prepare: ";
-  if (text.rfind(kPrefix, 0) == 0) text = text.substr(kPrefix.size());
-  if (text.size() > 3000) text = "..." + text.substr(text.size() - 3000);
-  if (text.empty()) {
-    text = r.signal ? StrCat("herd-prepare was killed by signal ", r.signal)
-                    : StrCat("herd-prepare exited with code ", r.exit_code);
-  }
-  return text;
-}
 
 // The model's chat template must be one Herd renders before chat records can be shown; the
 // tokenizer_config.json blob says, without running anything.
@@ -185,8 +172,8 @@ absl::StatusOr<Inspection> Inspector::Inspect(const store::DatasetRecord& datase
   HERD_ASSIGN_OR_RETURN(SubprocessResult r, RunSubprocess({.argv = argv, .timeout = options_.timeout}));
   if (!r.ok()) {
     // herd-prepare's exit codes follow DESIGN.md §11: 2 = the input is at fault.
-    if (r.exit_code == 2 || r.exit_code == 3) return absl::InvalidArgumentError(Reason(r));
-    return absl::InternalError(Reason(r));
+    if (r.exit_code == 2 || r.exit_code == 3) return absl::InvalidArgumentError(PrepareFailureReason(r));
+    return absl::InternalError(PrepareFailureReason(r));
   }
   HERD_ASSIGN_OR_RETURN(std::string text, ReadFile(dump));
   return ParseExampleDump(text);

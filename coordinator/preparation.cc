@@ -31,28 +31,14 @@ std::string Lower(std::string s) {
   return s;
 }
 
-// The tail of herd-prepare's stderr without its "herd-prepare: " prefix: the reason to show.
-std::string Reason(const SubprocessResult& r) {
-  std::string text = r.stderr_text;
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-  constexpr std::string_view kPrefix = "herd-prepare: ";
-  if (text.rfind(kPrefix, 0) == 0) text = text.substr(kPrefix.size());
-  if (text.size() > 3000) text = "..." + text.substr(text.size() - 3000);
-  if (text.empty()) {
-    text = r.signal ? StrCat("herd-prepare was killed by signal ", r.signal)
-                    : StrCat("herd-prepare exited with code ", r.exit_code);
-  }
-  return text;
-}
-
 // Runs herd-prepare once; returns its report.
 absl::StatusOr<json> RunPrepare(const PreparerOptions& options, std::vector<std::string> args) {
   args.insert(args.begin(), options.herd_prepare);
   HERD_ASSIGN_OR_RETURN(SubprocessResult r, RunSubprocess({.argv = args, .timeout = options.timeout}));
   if (!r.ok()) {
     // herd-prepare's exit codes follow DESIGN.md §11: 2 = the input is at fault.
-    if (r.exit_code == 2 || r.exit_code == 3) return absl::InvalidArgumentError(Reason(r));
-    return absl::InternalError(Reason(r));
+    if (r.exit_code == 2 || r.exit_code == 3) return absl::InvalidArgumentError(PrepareFailureReason(r));
+    return absl::InternalError(PrepareFailureReason(r));
   }
   json report = json::parse(r.stdout_text, nullptr, /*allow_exceptions=*/false);
   if (!report.is_object()) {
@@ -73,6 +59,19 @@ std::vector<std::string> CommonArgs(const JobSpec& spec, const std::string& mode
 }
 
 }  // namespace
+
+std::string PrepareFailureReason(const SubprocessResult& r) {
+  std::string text = r.stderr_text;
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  constexpr std::string_view kPrefix = "herd-prepare: ";
+  if (text.rfind(kPrefix, 0) == 0) text = text.substr(kPrefix.size());
+  if (text.size() > 3000) text = "..." + text.substr(text.size() - 3000);
+  if (text.empty()) {
+    text = r.signal ? StrCat("herd-prepare was killed by signal ", r.signal)
+                    : StrCat("herd-prepare exited with code ", r.exit_code);
+  }
+  return text;
+}
 
 absl::Status PreparerOptions::Validate() const {
   if (herd_prepare.empty()) return absl::InvalidArgumentError("preparation: no herd-prepare program configured");

@@ -17,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/job_spec.h"
+#include "common/subprocess.h"
 
 namespace herd::coordinator {
 
@@ -86,6 +87,10 @@ class Preparer {
   // Constant after construction.
   const PreparerOptions options_;
 };
+
+// herd-prepare's complaint, for people: its stderr without the "herd-prepare: " prefix (the tail
+// when long), or how it died.
+std::string PrepareFailureReason(const SubprocessResult& result);
 
 // The plan's schedule for `sequences` prepared rows (DESIGN.md §4, common/sharding.h):
 // steps per epoch, total steps (capped by max_steps), and gradient accumulation at W trainers.

@@ -1,9 +1,6 @@
 // Lints a registry's exposition with Debian's promtool (`promtool check metrics`, package
 // `prometheus`): every metric kind, special values, escaped labels, and the metric names that
 // DESIGN.md §11 requires, registered with the kinds their names imply. Fails without promtool.
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -12,55 +9,20 @@
 
 #include "common/file_util.h"
 #include "common/metrics/metrics.h"
+#include "common/metrics/promtool_lint.h"
 #include "gtest/gtest.h"
 
 namespace herd::metrics {
 namespace {
 
-std::string FindPromtool() {
-  if (const char* path = std::getenv("PATH")) {
-    std::string dirs(path);
-    size_t start = 0;
-    while (start <= dirs.size()) {
-      size_t end = dirs.find(':', start);
-      if (end == std::string::npos) end = dirs.size();
-      const std::string candidate = dirs.substr(start, end - start) + "/promtool";
-      if (end > start && ::access(candidate.c_str(), X_OK) == 0) return candidate;
-      start = end + 1;
-    }
+// `promtool check metrics` on the text; exit 0 means it parsed and linted clean.
+PromtoolLint RunPromtool(const std::string& text) {
+  auto lint = LintWithPromtool(text, ::testing::TempDir());
+  if (!lint.ok()) {
+    ADD_FAILURE() << lint.status() << " (install Debian's `prometheus` package; scripts/setup.sh does)";
+    return {};
   }
-  return ::access("/usr/bin/promtool", X_OK) == 0 ? "/usr/bin/promtool" : "";
-}
-
-struct Lint {
-  int exit_code = -1;
-  std::string output;
-};
-
-// `promtool check metrics` reads the exposition on stdin; exit 0 means it parsed and linted clean.
-Lint RunPromtool(const std::string& text) {
-  const std::string promtool = FindPromtool();
-  Lint lint;
-  if (promtool.empty()) {
-    ADD_FAILURE() << "promtool not found on PATH or at /usr/bin/promtool: install Debian's "
-                     "`prometheus` package (scripts/setup.sh does)";
-    return lint;
-  }
-  const std::string path = ::testing::TempDir() + "/promtool_input_" + std::to_string(::getpid());
-  EXPECT_TRUE(WriteFileAtomic(path, text).ok());
-  const std::string command = "'" + promtool + "' check metrics < '" + path + "' 2>&1";
-  FILE* pipe = ::popen(command.c_str(), "r");
-  if (pipe == nullptr) {
-    ADD_FAILURE() << "cannot run " << command;
-    return lint;
-  }
-  char buf[4096];
-  size_t n;
-  while ((n = std::fread(buf, 1, sizeof(buf), pipe)) > 0) lint.output.append(buf, n);
-  const int status = ::pclose(pipe);
-  lint.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  std::remove(path.c_str());
-  return lint;
+  return *lint;
 }
 
 struct Required {
@@ -136,7 +98,7 @@ TEST(PromtoolTest, EveryKindAndTheRequiredNamesLintClean) {
       registry.AddHistogram({.name = "herd_test_default_seconds", .help = "Defaults."}).ok());
 
   const std::string text = registry.Render();
-  const Lint lint = RunPromtool(text);
+  const PromtoolLint lint = RunPromtool(text);
   EXPECT_EQ(lint.exit_code, 0) << lint.output << "\n--- exposition ---\n" << text;
   EXPECT_EQ(lint.output, "") << lint.output;
 }
@@ -154,7 +116,7 @@ TEST(PromtoolTest, LintProblemsAreReported) {
   for (const Case& c : kCases) {
     Registry registry;
     ASSERT_TRUE(registry.AddGauge({.name = c.name, .help = "Bad name."}).ok());
-    const Lint lint = RunPromtool(registry.Render());
+    const PromtoolLint lint = RunPromtool(registry.Render());
     EXPECT_NE(lint.exit_code, 0) << c.name << ": " << lint.output;
     EXPECT_NE(lint.output.find(c.expect_in_output), std::string::npos) << lint.output;
   }
