@@ -17,8 +17,10 @@
 #include "cli/exit_codes.h"
 #include "common/file_util.h"
 #include "common/rpc/rpc.h"
+#include "common/status.h"
 #include "common/strings.h"
 #include "common/subprocess.h"
+#include "datasets/example_dump.h"
 #include "datasets/records.h"
 #include "herd/v1/datasets.grpc.pb.h"
 #include "nlohmann/json.hpp"
@@ -259,47 +261,23 @@ std::string RenderInspection(const herd::v1::InspectDatasetResponse& in, const R
 }
 
 absl::StatusOr<herd::v1::InspectDatasetResponse> ParseExampleDump(std::string_view jsonl) {
+  HERD_ASSIGN_OR_RETURN(datasets::ExampleDump dump, datasets::ParseExampleDump(jsonl));
   herd::v1::InspectDatasetResponse out;
-  size_t start = 0;
-  while (start < jsonl.size()) {
-    size_t end = jsonl.find('\n', start);
-    if (end == std::string_view::npos) end = jsonl.size();
-    const std::string_view line = jsonl.substr(start, end - start);
-    start = end + 1;
-    if (line.empty()) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("line") || !j["line"].is_number_integer()) {
-      return absl::InvalidArgumentError(StrCat("herd-prepare wrote an unexpected line: ", line.substr(0, 200)));
-    }
-    if (out.examples_size() == 0) {
-      if (auto f = datasets::ParseFormatName(j.value("format", ""))) {
-        out.set_format(static_cast<herd::v1::RecordFormat>(static_cast<int>(*f) + 1));
-      }
-      const std::string t = j.value("chat_template", "");
-      if (t == "llama2") out.set_chat_template(herd::v1::CHAT_TEMPLATE_LLAMA2);
-      if (t == "llama3") out.set_chat_template(herd::v1::CHAT_TEMPLATE_LLAMA3);
-    }
+  if (auto f = datasets::ParseFormatName(dump.format)) {
+    out.set_format(static_cast<herd::v1::RecordFormat>(static_cast<int>(*f) + 1));
+  }
+  if (dump.chat_template == "llama2") out.set_chat_template(herd::v1::CHAT_TEMPLATE_LLAMA2);
+  if (dump.chat_template == "llama3") out.set_chat_template(herd::v1::CHAT_TEMPLATE_LLAMA3);
+  for (const datasets::InspectedExample& in : dump.examples) {
     herd::v1::InspectedExample* ex = out.add_examples();
-    ex->set_line(j["line"].get<int64_t>());
-    ex->set_error(j.value("error", ""));
-    if (!ex->error().empty()) continue;
-    const json& ids = j["ids"];
-    const json& trained = j["trained"];
-    const json& pieces = j["pieces"];
-    if (!ids.is_array() || !trained.is_array() || !pieces.is_array() || ids.size() != trained.size() ||
-        ids.size() != pieces.size()) {
-      return absl::InvalidArgumentError(
-          StrCat("herd-prepare wrote line ", ex->line(), "'s example without ids, trained and pieces"));
+    ex->set_line(in.line);
+    ex->set_error(in.error);
+    for (size_t i = 0; i < in.ids.size(); ++i) {
+      ex->add_token_ids(in.ids[i]);
+      ex->add_trained(in.trained[i]);
+      ex->add_pieces(in.pieces[i]);
     }
-    for (size_t i = 0; i < ids.size(); ++i) {
-      if (!ids[i].is_number_integer() || !trained[i].is_number_integer() || !pieces[i].is_string()) {
-        return absl::InvalidArgumentError(StrCat("herd-prepare wrote a malformed token in line ", ex->line()));
-      }
-      ex->add_token_ids(ids[i].get<int32_t>());
-      ex->add_trained(trained[i].get<int>() != 0);
-      ex->add_pieces(pieces[i].get<std::string>());
-    }
-    ex->set_length(j.value("length", static_cast<int64_t>(ids.size())));
+    ex->set_length(in.length);
   }
   return out;
 }

@@ -78,50 +78,6 @@ absl::Status InspectorOptions::Validate() const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Inspection> ParseExampleDump(std::string_view jsonl) {
-  Inspection out;
-  size_t start = 0;
-  while (start < jsonl.size()) {
-    size_t end = jsonl.find('\n', start);
-    if (end == std::string_view::npos) end = jsonl.size();
-    const std::string_view line = jsonl.substr(start, end - start);
-    start = end + 1;
-    if (line.empty()) continue;
-    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
-    if (!j.is_object() || !j.contains("line") || !j["line"].is_number_integer()) {
-      return absl::InternalError(StrCat("herd-prepare wrote an unexpected example: ", line.substr(0, 200)));
-    }
-    InspectedExample ex;
-    ex.line = j["line"].get<int64_t>();
-    if (out.format.empty()) {
-      out.format = j.value("format", "");
-      out.chat_template = j.value("chat_template", "");
-    }
-    ex.error = j.value("error", "");
-    if (ex.error.empty()) {
-      const json& ids = j["ids"];
-      const json& trained = j["trained"];
-      const json& pieces = j["pieces"];
-      if (!ids.is_array() || !trained.is_array() || !pieces.is_array() || ids.size() != trained.size() ||
-          ids.size() != pieces.size()) {
-        return absl::InternalError(StrCat("herd-prepare wrote an example without ids, trained and pieces (line ",
-                                          ex.line, ")"));
-      }
-      for (size_t i = 0; i < ids.size(); ++i) {
-        if (!ids[i].is_number_integer() || !trained[i].is_number_integer() || !pieces[i].is_string()) {
-          return absl::InternalError(StrCat("herd-prepare wrote a malformed token in line ", ex.line));
-        }
-        ex.ids.push_back(ids[i].get<int32_t>());
-        ex.trained.push_back(trained[i].get<int>() != 0);
-        ex.pieces.push_back(pieces[i].get<std::string>());
-      }
-      ex.length = j.value("length", static_cast<int64_t>(ex.ids.size()));
-    }
-    out.examples.push_back(std::move(ex));
-  }
-  return out;
-}
-
 absl::StatusOr<Inspection> Inspector::Inspect(const store::DatasetRecord& dataset,
                                               const InspectRequest& request) const {
   HERD_RETURN_IF_ERROR(options_.Validate());
@@ -176,7 +132,10 @@ absl::StatusOr<Inspection> Inspector::Inspect(const store::DatasetRecord& datase
     return absl::InternalError(PrepareFailureReason(r));
   }
   HERD_ASSIGN_OR_RETURN(std::string text, ReadFile(dump));
-  return ParseExampleDump(text);
+  auto parsed = datasets::ParseExampleDump(text);
+  // Our own child wrote something else than it should: a bug, not the caller's input.
+  if (!parsed.ok()) return absl::InternalError(parsed.status().message());
+  return parsed;
 }
 
 }  // namespace herd::coordinator

@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/store/dataset_store.h"
+#include "datasets/example_dump.h"
 
 namespace herd::coordinator {
 
@@ -40,25 +41,9 @@ struct InspectRequest {
   int64_t max_seq_len = 0;         // > 0: cut each example to this many tokens
 };
 
-// One record as the model sees it; ids, pieces and trained have one entry per token.
-struct InspectedExample {
-  int64_t line = 0;
-  std::vector<int32_t> ids;
-  std::vector<std::string> pieces;
-  std::vector<bool> trained;
-  int64_t length = 0;   // tokens before the max_seq_len cut
-  std::string error;    // the template refused the record; the lists are empty
-};
-
-struct Inspection {
-  std::string format;         // "chat", ... (datasets/records.h names)
-  std::string chat_template;  // "llama2" | "llama3" for chat; "" otherwise
-  std::vector<InspectedExample> examples;
-};
-
-// Reads herd-prepare --dump-examples --pieces output (one JSON object a line). INTERNAL when a
-// line is not what herd-prepare writes.
-absl::StatusOr<Inspection> ParseExampleDump(std::string_view jsonl);
+// One record as the model sees it, and the whole answer (datasets/example_dump.h).
+using InspectedExample = datasets::InspectedExample;
+using Inspection = datasets::ExampleDump;
 
 class Inspector {
  public:
