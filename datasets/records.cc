@@ -31,11 +31,32 @@ bool Fail(Problem* p, std::string field, std::string reason) {
   return false;
 }
 
-int Depth(const json& j) {
-  if (!j.is_structured()) return 0;
-  int d = 0;
-  for (const auto& child : j) d = std::max(d, Depth(child));
-  return d + 1;
+// The deepest nesting of arrays and objects in the JSON text, counted before parsing: a line of
+// a million '[' must be refused without building (and recursively destroying) a value that deep.
+int TextDepth(std::string_view text) {
+  int depth = 0, deepest = 0;
+  bool in_string = false, escaped = false;
+  for (char c : text) {
+    if (in_string) {
+      if (escaped) {
+        escaped = false;
+      } else if (c == '\\') {
+        escaped = true;
+      } else if (c == '"') {
+        in_string = false;
+      }
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > kMaxDepth) return deepest;
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+  return deepest;
 }
 
 bool GetString(const json& obj, std::string_view key, bool required, std::string* out, Problem* p) {
@@ -115,14 +136,16 @@ std::optional<RecordFormat> ParseFormatName(std::string_view name) {
 }
 
 std::optional<Record> ParseRecord(std::string_view line, Problem* p) {
+  if (TextDepth(line) > kMaxDepth) {
+    Fail(p, "", herd::StrCat("nested deeper than ", kMaxDepth));
+    return std::nullopt;
+  }
   json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
   bool shape_ok = true;
   if (j.is_discarded()) {
     shape_ok = Fail(p, "", "not valid JSON");
   } else if (!j.is_object()) {
     shape_ok = Fail(p, "", herd::StrCat("must be a JSON object, got ", j.type_name()));
-  } else if (Depth(j) > kMaxDepth) {
-    shape_ok = Fail(p, "", herd::StrCat("nested deeper than ", kMaxDepth));
   }
   if (!shape_ok) return std::nullopt;
 

@@ -155,3 +155,20 @@ TEST(RecordsTest, ShippedSamplesAreValid) {
 
 }  // namespace
 }  // namespace herd::datasets
+
+namespace herd::datasets {
+namespace {
+
+// A line nested a million deep is refused before it is parsed (parsing and destroying a value
+// that deep would exhaust the stack); brackets inside strings do not count.
+TEST(RecordsTest, DeepNestingIsRefusedWithoutParsing) {
+  const std::string deep = R"({"text": )" + std::string(1'000'000, '[') + std::string(1'000'000, ']') + "}";
+  Problem problem;
+  EXPECT_FALSE(ParseRecord(deep, &problem).has_value());
+  EXPECT_NE(problem.reason.find("nested deeper"), std::string::npos) << problem.reason;
+  auto ok = ParseRecord(R"({"text": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[{{{{{{{{{{{{{{{{{{{{{{{{\"]]"})", &problem);
+  ASSERT_TRUE(ok.has_value()) << problem.reason;
+}
+
+}  // namespace
+}  // namespace herd::datasets
