@@ -15,6 +15,7 @@ absl::Status AgentConfig::Validate() const {
   };
   if (coordinator.empty()) return bad("coordinator", "required");
   if (models_dir.empty()) return bad("models_dir", "required");
+  if (blob_cache_bytes < 0) return bad("blob_cache_bytes", "must be >= 0");
   if (device != "cpu") {
     int index = -1;
     if (device.rfind("cuda:", 0) != 0 || !absl::SimpleAtoi(device.substr(5), &index) || index < 0) {
@@ -44,6 +45,7 @@ absl::StatusOr<AgentConfig> ParseAgentConfig(const std::string& yaml, const std:
   HERD_RETURN_IF_ERROR(f.Read("bind_address", &c.bind_address));
   HERD_RETURN_IF_ERROR(f.Read("advertise_address", &c.advertise_address));
   HERD_RETURN_IF_ERROR(f.Read("keep_scratch", &c.keep_scratch));
+  HERD_RETURN_IF_ERROR(f.Read("blob_cache_bytes", &c.blob_cache_bytes));
   HERD_RETURN_IF_ERROR(f.Finish());
   return c;
 }

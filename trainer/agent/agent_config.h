@@ -23,6 +23,7 @@ struct AgentConfig {
   std::string bind_address = "127.0.0.1";         // the engine's collective sockets bind here
   std::string advertise_address = "127.0.0.1";    // where peer engines dial this one
   bool keep_scratch = false;                      // keep finished assignments' scratch folders
+  int64_t blob_cache_bytes = int64_t{64} << 30;   // fetched data kept for reuse (LRU); 0 = no bound
 
   absl::Status Validate() const;
 };

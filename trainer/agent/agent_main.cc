@@ -208,6 +208,7 @@ int main(int argc, char** argv) {
                                       .bind_address = config.bind_address,
                                       .advertise_address = config.advertise_address,
                                       .omp_threads = EngineThreads(), .keep_scratch = config.keep_scratch,
+                                      .blob_cache_bytes = config.blob_cache_bytes,
                                       .observer = agent_metrics->get()};
   for (const auto& m : *found) {
     std::cout << "herd-trainer: hashing " << m.name << " ..." << std::endl;

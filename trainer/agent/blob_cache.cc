@@ -90,7 +90,10 @@ absl::StatusOr<std::string> BlobCache::Fetch(CoordinatorApi& api, const std::str
   if (!IsHexDigest(sha256)) return absl::InvalidArgumentError(StrCat("blob digest '", sha256, "' is not sha256 hex"));
   const std::string path = PathFor(sha256), partial = path + ".partial";
   std::error_code ec;
-  if (fs::is_regular_file(path, ec) && (size_bytes < 0 || FileSize(path) == size_bytes)) return path;
+  if (fs::is_regular_file(path, ec) && (size_bytes < 0 || FileSize(path) == size_bytes)) {
+    fs::last_write_time(path, fs::file_time_type::clock::now(), ec);  // recently used, for Trim()
+    return path;
+  }
   fs::create_directories(fs::path(path).parent_path(), ec);
   if (ec) return absl::UnavailableError(StrCat("cannot create ", fs::path(path).parent_path().string(), ": ", ec.message()));
 
@@ -138,6 +141,32 @@ absl::StatusOr<std::string> BlobCache::Fetch(CoordinatorApi& api, const std::str
     }
   }
   return Annotate(last, StrCat("fetching blob ", sha256, " (", options_.max_attempts, " attempts)"));
+}
+
+int64_t BlobCache::Trim() {
+  if (options_.max_bytes <= 0) return 0;
+  struct Held {
+    fs::file_time_type used;
+    int64_t bytes;
+    fs::path path;
+  };
+  std::vector<Held> held;
+  int64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(fs::path(options_.root) / "sha256", ec);
+       !ec && it != fs::recursive_directory_iterator(); it.increment(ec)) {
+    if (!it->is_regular_file(ec) || it->path().extension() == ".partial") continue;
+    const int64_t bytes = static_cast<int64_t>(it->file_size(ec));
+    held.push_back({it->last_write_time(ec), bytes, it->path()});
+    total += bytes;
+  }
+  std::sort(held.begin(), held.end(), [](const Held& a, const Held& b) { return a.used < b.used; });
+  int64_t freed = 0;
+  for (const Held& h : held) {
+    if (total - freed <= options_.max_bytes) break;
+    if (fs::remove(h.path, ec)) freed += h.bytes;
+  }
+  return freed;
 }
 
 }  // namespace herd::agent

@@ -1,7 +1,8 @@
 // The agent's content-addressed cache of blobs fetched from the coordinator (prepared data,
 // resume checkpoint files): <root>/sha256/ab/abcdef…, each written as a .partial file that a
 // broken stream resumes from the bytes it has, checked against its sha256, then renamed into
-// place. A blob in place is complete and verified; later assignments reuse it.
+// place. A blob in place is complete and verified; later assignments reuse it. Trim() keeps the
+// cache under max_bytes by deleting the blobs used least recently (a reuse renews a blob's time).
 #ifndef HERD_TRAINER_AGENT_BLOB_CACHE_H_
 #define HERD_TRAINER_AGENT_BLOB_CACHE_H_
 
@@ -21,6 +22,7 @@ struct BlobCacheOptions {
   int max_attempts = 8;                                   // streams tried per blob before giving up
   absl::Duration initial_backoff = absl::Milliseconds(200);  // doubled after each failed attempt
   absl::Duration max_backoff = absl::Seconds(10);
+  int64_t max_bytes = 0;                                  // Trim() bound on the held blobs; 0 = none
 };
 
 // Not thread-safe: one fetch at a time (the agent runs one assignment at a time).
@@ -39,6 +41,11 @@ class BlobCache {
   absl::StatusOr<std::string> Fetch(CoordinatorApi& api, const std::string& trainer_id,
                                     const herd::v1::AssignmentRef& ref, const std::string& sha256,
                                     int64_t size_bytes, const std::function<bool()>& stop);
+
+  // Deletes complete blobs, least recently used first, until the held ones total at most
+  // max_bytes (partial files are left alone: they belong to a fetch in flight). Returns the bytes
+  // freed. Call it between assignments.
+  int64_t Trim();
 
  private:
   // One stream from the end of `partial`; OK once it holds the whole blob.

@@ -3,6 +3,7 @@
 // their digest are never put in place.
 #include "trainer/agent/blob_cache.h"
 
+#include <chrono>
 #include <filesystem>
 
 #include "common/file_util.h"
@@ -67,6 +68,34 @@ TEST_F(BlobCacheTest, CoordinatorRefusalsAreNotRetried) {
   EXPECT_EQ(Fetch(cache, sha, 10).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(fake_.FetchOffsets(sha).size(), 1u);
   EXPECT_EQ(Fetch(cache, "not-hex", 10).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(BlobCacheTest, TrimDropsTheLeastRecentlyUsedBlobsDownToTheBound) {
+  const std::string a(100 << 10, 'a'), b(100 << 10, 'b'), c(100 << 10, 'c');
+  for (const std::string* blob : {&a, &b, &c}) fake_.AddBlob(*blob);
+  BlobCache cache({.root = root_, .initial_backoff = absl::Milliseconds(1), .max_bytes = 250 << 10});
+  for (const std::string* blob : {&a, &b, &c}) ASSERT_TRUE(Fetch(cache, Sha256Hex(*blob), 100 << 10).ok());
+  // Ages set explicitly (file times are the LRU clock): a is the oldest, then b, then c; reusing
+  // a makes it the newest.
+  const auto now = std::filesystem::file_time_type::clock::now();
+  std::filesystem::last_write_time(cache.PathFor(Sha256Hex(a)), now - std::chrono::hours(3));
+  std::filesystem::last_write_time(cache.PathFor(Sha256Hex(b)), now - std::chrono::hours(2));
+  std::filesystem::last_write_time(cache.PathFor(Sha256Hex(c)), now - std::chrono::hours(1));
+  ASSERT_TRUE(Fetch(cache, Sha256Hex(a), 100 << 10).ok());
+  // A partial file of a fetch in flight is never counted or deleted.
+  const std::string partial = cache.PathFor(std::string(64, 'd')) + ".partial";
+  std::filesystem::create_directories(std::filesystem::path(partial).parent_path());
+  ASSERT_TRUE(WriteFileAtomic(partial, std::string(500 << 10, 'd')).ok());
+
+  EXPECT_EQ(cache.Trim(), 100 << 10);
+  EXPECT_TRUE(std::filesystem::exists(cache.PathFor(Sha256Hex(a))));
+  EXPECT_FALSE(std::filesystem::exists(cache.PathFor(Sha256Hex(b))));
+  EXPECT_TRUE(std::filesystem::exists(cache.PathFor(Sha256Hex(c))));
+  EXPECT_TRUE(std::filesystem::exists(partial));
+  EXPECT_EQ(cache.Trim(), 0);
+
+  BlobCache unbounded({.root = root_});
+  EXPECT_EQ(unbounded.Trim(), 0);
 }
 
 }  // namespace

@@ -38,7 +38,8 @@ Supervisor::Supervisor(SupervisorOptions options, CoordinatorApi* api)
       }()),
       api_(api),
       blobs_(std::make_unique<BlobCache>(BlobCacheOptions{.root = options_.scratch_dir + "/blobs",
-                                                          .initial_backoff = options_.retry_backoff})) {}
+                                                          .initial_backoff = options_.retry_backoff,
+                                                          .max_bytes = options_.blob_cache_bytes})) {}
 
 Supervisor::~Supervisor() { Shutdown(); }
 
@@ -59,6 +60,10 @@ void Supervisor::ReapLocked() {
     finished_order_.pop_front();
   }
   run_.reset();
+  // Between assignments nothing is being fetched: keep the cache within its bound.
+  if (const int64_t freed = blobs_->Trim(); freed > 0) {
+    Log(StrCat("blob cache: freed ", freed, " bytes of least recently used blobs"));
+  }
 }
 
 bool Supervisor::Offer(const v1::Assignment& assignment) {

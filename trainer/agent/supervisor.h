@@ -50,6 +50,7 @@ struct SupervisorOptions {
   int upload_attempts = 10;                      // per checkpoint (~2 min with backoff)
   absl::Duration report_give_up_on_shutdown = absl::Seconds(10);  // ReportEngineExit retries at SIGTERM
   bool keep_scratch = false;                     // keep scratch folders (debugging)
+  int64_t blob_cache_bytes = 0;                  // bound on <scratch>/blobs between assignments; 0 = none
   std::function<void(const std::string&)> log;   // one line per event; default: stderr
   RunObserver* observer = nullptr;               // the agent's metrics (not owned); default: none
 
