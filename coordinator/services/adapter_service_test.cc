@@ -12,6 +12,7 @@
 
 #include "common/rpc/rpc.h"
 #include "common/sha256.h"
+#include "coordinator/services/service_test_util.h"
 #include "coordinator/store/test_util.h"
 #include "gtest/gtest.h"
 
@@ -44,25 +45,15 @@ struct Download {
   std::string problem;  // a broken stream rule, "" when none
 };
 
-class AdapterServiceTest : public store::testing::StoreTest {
+class AdapterServiceTest : public testing::ServiceTest {
  protected:
   void SetUp() override {
-    StoreTest::SetUp();
-    auto a = store_->tokens().CreateUserToken(kTenantA, "test");
-    auto b = store_->tokens().CreateUserToken(kTenantB, "test");
-    auto c = store_->tokens().CreateClusterToken("test");
-    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
-    token_a_ = a->token;
-    token_b_ = b->token;
-    cluster_token_ = c->token;
+    ServiceTest::SetUp();
     service_ = std::make_unique<AdapterService>(&store_->checkpoints(), &store_->blobs(),
                                                 &store_->tokens());
-    auto server = rpc::StartServer({.listen = "127.0.0.1:0"}, {service_.get()});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(server->server);
-    auto channel = rpc::MakeChannel({.target = StrCat("127.0.0.1:", server->port)});
-    ASSERT_TRUE(channel.ok());
-    stub_ = herd::v1::AdapterService::NewStub(*channel);
+    auto channel = Serve({service_.get()});
+    ASSERT_TRUE(channel);
+    stub_ = herd::v1::AdapterService::NewStub(channel);
 
     // running_: periodic checkpoints at 10, 20, 30. done_: 10, final 15, 20, then SUCCEEDED.
     // empty_: running, nothing stored yet.
@@ -76,10 +67,6 @@ class AdapterServiceTest : public store::testing::StoreTest {
     ASSERT_TRUE(store_->jobs().Transition(done_, store::JobState::kSucceeded).ok());
     empty_ = StartedJob();
   }
-  void TearDown() override {
-    if (server_) server_->Shutdown();
-  }
-
   std::string StartedJob() {
     std::string id = MakeJob(kTenantA).id;
     EXPECT_TRUE(store_->jobs().Transition(id, store::JobState::kQueued).ok());
@@ -102,10 +89,6 @@ class AdapterServiceTest : public store::testing::StoreTest {
     return store_->checkpoints().Get(job, step)->adapter_sha256;
   }
 
-  void Prepare(grpc::ClientContext* context, const std::string& token) {
-    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
-  }
   grpc::Status List(const std::string& token, const herd::v1::ListCheckpointsRequest& r,
                     herd::v1::ListCheckpointsResponse* page) {
     grpc::ClientContext context;
@@ -138,10 +121,8 @@ class AdapterServiceTest : public store::testing::StoreTest {
     return out;
   }
 
-  std::string token_a_, token_b_, cluster_token_;
   std::string running_, done_, empty_;
   std::unique_ptr<AdapterService> service_;
-  std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<herd::v1::AdapterService::Stub> stub_;
 };
 

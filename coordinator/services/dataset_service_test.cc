@@ -9,6 +9,7 @@
 #include "common/rpc/rpc.h"
 #include "common/sha256.h"
 #include "coordinator/services/auth.h"
+#include "coordinator/services/service_test_util.h"
 #include "coordinator/store/test_util.h"
 #include "gtest/gtest.h"
 
@@ -41,35 +42,16 @@ TEST(ParseBearerTest, Forms) {
   }
 }
 
-class DatasetServiceTest : public store::testing::StoreTest {
+class DatasetServiceTest : public testing::ServiceTest {
  protected:
   void SetUp() override {
-    StoreTest::SetUp();
-    auto a = store_->tokens().CreateUserToken(kTenantA, "test");
-    auto b = store_->tokens().CreateUserToken(kTenantB, "test");
-    auto c = store_->tokens().CreateClusterToken("test");
-    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
-    token_a_ = a->token;
-    token_b_ = b->token;
-    cluster_token_ = c->token;
+    ServiceTest::SetUp();
     uploads_ = std::make_unique<DatasetUploads>(store_.get());
     service_ = std::make_unique<DatasetService>(uploads_.get(), &store_->tokens());
-    auto server = rpc::StartServer({.listen = "127.0.0.1:0"}, {service_.get()});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(server->server);
-    auto channel = rpc::MakeChannel({.target = StrCat("127.0.0.1:", server->port)});
-    ASSERT_TRUE(channel.ok());
-    stub_ = herd::v1::DatasetService::NewStub(*channel);
+    auto channel = Serve({service_.get()});
+    ASSERT_TRUE(channel);
+    stub_ = herd::v1::DatasetService::NewStub(channel);
   }
-  void TearDown() override {
-    if (server_) server_->Shutdown();
-  }
-
-  void Prepare(grpc::ClientContext* context, const std::string& token) {
-    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
-  }
-
   grpc::Status Start(const std::string& token, const std::string& content, bool skip_invalid,
                      herd::v1::Upload* upload) {
     grpc::ClientContext context;
@@ -120,10 +102,8 @@ class DatasetServiceTest : public store::testing::StoreTest {
   static constexpr char kBad[] =
       "{\"prompt\": \"a\", \"completion\": \"b\"}\nnot json\n{\"prompt\": \"c\"}\n";
 
-  std::string token_a_, token_b_, cluster_token_;
   std::unique_ptr<DatasetUploads> uploads_;
   std::unique_ptr<DatasetService> service_;
-  std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<herd::v1::DatasetService::Stub> stub_;
 };
 

@@ -10,6 +10,7 @@
 #include "common/rpc/job_spec_proto.h"
 #include "common/rpc/rpc.h"
 #include "coordinator/store/job_spec_json.h"
+#include "coordinator/services/service_test_util.h"
 #include "coordinator/store/test_util.h"
 #include "gtest/gtest.h"
 
@@ -80,35 +81,16 @@ TEST(JobSpecFromProtoTest, ErrorsNameTheField) {
   }
 }
 
-class JobServiceTest : public store::testing::StoreTest {
+class JobServiceTest : public testing::ServiceTest {
  protected:
   void SetUp() override {
-    StoreTest::SetUp();
-    auto a = store_->tokens().CreateUserToken(kTenantA, "test");
-    auto b = store_->tokens().CreateUserToken(kTenantB, "test");
-    auto c = store_->tokens().CreateClusterToken("test");
-    ASSERT_TRUE(a.ok() && b.ok() && c.ok());
-    token_a_ = a->token;
-    token_b_ = b->token;
-    cluster_token_ = c->token;
+    ServiceTest::SetUp();
     service_ = std::make_unique<JobService>(&store_->jobs(), &store_->tokens());
-    auto server = rpc::StartServer({.listen = "127.0.0.1:0"}, {service_.get()});
-    ASSERT_TRUE(server.ok()) << server.status();
-    server_ = std::move(server->server);
-    auto channel = rpc::MakeChannel({.target = StrCat("127.0.0.1:", server->port)});
-    ASSERT_TRUE(channel.ok());
-    stub_ = herd::v1::JobService::NewStub(*channel);
+    auto channel = Serve({service_.get()});
+    ASSERT_TRUE(channel);
+    stub_ = herd::v1::JobService::NewStub(channel);
     dataset_a_ = MakeDataset(kTenantA).id;
   }
-  void TearDown() override {
-    if (server_) server_->Shutdown();
-  }
-
-  void Prepare(grpc::ClientContext* context, const std::string& token) {
-    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
-    if (!token.empty()) context->AddMetadata("authorization", "Bearer " + token);
-  }
-
   herd::v1::CreateJobRequest Request(const std::string& name, const std::string& key = "") {
     herd::v1::CreateJobRequest r;
     r.mutable_spec()->set_name(name);
@@ -153,9 +135,8 @@ class JobServiceTest : public store::testing::StoreTest {
     return stub_->ListJobEvents(&context, r, page);
   }
 
-  std::string token_a_, token_b_, cluster_token_, dataset_a_;
+  std::string dataset_a_;
   std::unique_ptr<JobService> service_;
-  std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<herd::v1::JobService::Stub> stub_;
 };
 
