@@ -16,19 +16,6 @@
 namespace herd::engine {
 namespace {
 
-uint64_t SplitMix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-uint64_t Mix(std::initializer_list<uint64_t> parts) {
-  uint64_t h = 0x6a09e667f3bcc909ULL;
-  for (uint64_t p : parts) h = SplitMix(h ^ p);
-  return h;
-}
-
 at::ScalarType FromDtype(Dtype d) {
   switch (d) {
     case Dtype::kF32: return at::kFloat;
@@ -244,20 +231,14 @@ at::Tensor LlamaModel::Project(const Layer& layer, int layer_index, Proj proj, c
   // A's gradient, and on bf16 weights each cast is a float32 copy of the input.
   if (!lora_x->defined()) *lora_x = x.to(ad.a.scalar_type());
   at::Tensor xin = *lora_x;  // [B, T, in]
-  // No mask is drawn or applied at dropout 0 (nor in eval): no dropout kernels at all.
-  if (in.dropout.has_value() && lora_.dropout > 0) {
-    // Each row's mask is a function of (seed, step, global sequence index, layer, projection), so
-    // the recompute of a checkpointed layer draws the very same masks.
+  // No mask is made or applied at dropout 0 (nor in eval): Hidden leaves dropout_keys undefined.
+  if (in.dropout_keys.defined()) {
+    // A hash of (seed, step, global sequence index, layer, projection, position), computed on x's
+    // device: the recompute of a checkpointed layer makes the very same masks, on any device.
     const double keep = 1.0 - lora_.dropout;
-    std::vector<at::Tensor> masks;
-    for (int64_t row = 0; row < x.size(0); ++row) {
-      const uint64_t seq = row < static_cast<int64_t>(in.sequence_ids.size()) ? in.sequence_ids[row] : row;
-      auto gen = at::make_generator<at::CPUGeneratorImpl>(
-          Mix({in.dropout->seed, static_cast<uint64_t>(in.dropout->step), seq, static_cast<uint64_t>(layer_index),
-               static_cast<uint64_t>(k)}));
-      masks.push_back(at::empty({x.size(1), x.size(2)}, at::kFloat).bernoulli_(keep, gen));
-    }
-    xin = xin * at::stack(masks).to(x.device()) / keep;
+    at::Tensor mask = DropoutKeepMask(in.dropout_keys.select(0, layer_index).select(0, k), x.size(1), x.size(2),
+                                      keep);  // [B, T, in] bool
+    xin = xin * mask / keep;
   }
   at::Tensor delta = at::linear(at::linear(xin, ad.a), ad.b) * lora_.scale();  // [B, T, out]
   return y + delta.to(y.scalar_type());
@@ -326,8 +307,10 @@ at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout, boo
     at::Tensor causal = at::ones({T, T}, at::TensorOptions().dtype(at::kBool).device(x.device())).tril();
     in->mask = same_doc.logical_and(causal).unsqueeze(1);
   }
-  in->sequence_ids = batch.sequence_ids;
-  if (dropout != nullptr) in->dropout = *dropout;
+  if (dropout != nullptr && lora_.dropout > 0) {
+    in->dropout_keys =
+        DropoutKeyTable(*dropout, batch.sequence_ids, x.size(0), config_.num_layers, kNumProj, x.device());
+  }
 
   for (int i = 0; i < config_.num_layers; ++i) {
     if (checkpoint_layers) {

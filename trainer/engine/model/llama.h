@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "trainer/engine/model/autograd_ops.h"
 #include "trainer/engine/model/llama_config.h"
+#include "trainer/engine/model/lora_dropout.h"
 #include "trainer/engine/model/tensor_names.h"
 
 namespace herd::engine {
@@ -37,12 +38,6 @@ struct Batch {
   at::Tensor doc_ids;       // [B, T] int64 or undefined: undefined = one causal document per row
   at::Tensor targets;       // [B, T] int64, the next token of each position, -100 where not trained
   std::vector<int64_t> sequence_ids;  // global index of each row (LoRA dropout masks depend on it)
-};
-
-// What the deterministic LoRA dropout masks depend on (DESIGN.md §4): never the rank.
-struct DropoutKey {
-  uint64_t seed = 0;
-  int64_t step = 0;
 };
 
 struct LoadOptions {
@@ -119,8 +114,8 @@ class LlamaModel {
   struct LayerInputs {
     at::Tensor cos, sin;                // [B, 1, T, D] RoPE tables
     std::optional<at::Tensor> mask;     // [B, 1, T, T] bool, packed rows; none = plain causal
-    std::vector<int64_t> sequence_ids;  // global index of each row (dropout masks)
-    std::optional<DropoutKey> dropout;  // none = no dropout
+    at::Tensor dropout_keys;            // [layers, kNumProj, B, 2] int64 LoRA dropout row keys
+                                        // (DropoutKeyTable); undefined = no dropout
   };
   LlamaModel() = default;
   // Takes the base tensors (by Hugging Face name) into the layer structure.
