@@ -24,6 +24,7 @@ absl::Status CoordinatorConfig::Validate() const {
   }
   if (max_upload_bytes < 1) return bad("max_upload_bytes", "must be >= 1");
   if (collective_timeout_seconds < 1) return bad("collective_timeout_seconds", "must be >= 1");
+  if (max_recoveries < 0) return bad("max_recoveries", "must be >= 0");
   return absl::OkStatus();
 }
 
@@ -48,6 +49,7 @@ absl::StatusOr<CoordinatorConfig> ParseCoordinatorConfig(const std::string& yaml
   HERD_RETURN_IF_ERROR(f.Read("max_upload_bytes", &c.max_upload_bytes));
   HERD_RETURN_IF_ERROR(f.Read("prepare_program", &c.prepare_program));
   HERD_RETURN_IF_ERROR(f.Read("collective_timeout_seconds", &c.collective_timeout_seconds));
+  HERD_RETURN_IF_ERROR(f.Read("max_recoveries", &c.max_recoveries));
   HERD_ASSIGN_OR_RETURN(YamlFields tls, f.Child("tls"));
   HERD_RETURN_IF_ERROR(tls.Read("cert_file", &c.tls.cert_file));
   HERD_RETURN_IF_ERROR(tls.Read("key_file", &c.tls.key_file));

@@ -34,6 +34,7 @@ struct CoordinatorConfig {
   int64_t max_upload_bytes = int64_t{50} << 30;  // per dataset
   std::string prepare_program;      // herd-prepare; "" = the one beside herd-coordinator
   int collective_timeout_seconds = 600;  // an engine's watchdog aborts a collective after this
+  int max_recoveries = 3;  // automatic recoveries of one job after trainer faults (DESIGN.md §3.8)
 
   absl::Status Validate() const;
   // file_sd_path, or its default under data_dir.

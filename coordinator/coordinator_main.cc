@@ -183,7 +183,9 @@ int main(int argc, char** argv) {
     std::cerr << "herd-coordinator: " << (registry.ok() ? rendezvous.status() : registry.status()).message() << "\n";
     return 1;
   }
-  auto scheduler = herd::coordinator::Scheduler::Create({}, registry->get(), rendezvous->get(),
+  herd::coordinator::SchedulerOptions scheduler_options;
+  scheduler_options.max_recoveries = config.max_recoveries;
+  auto scheduler = herd::coordinator::Scheduler::Create(scheduler_options, registry->get(), rendezvous->get(),
                                                         herd::coordinator::Clock::Real());
   if (!scheduler.ok()) {
     std::cerr << "herd-coordinator: " << scheduler.status().message() << "\n";

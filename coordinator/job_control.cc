@@ -56,18 +56,27 @@ absl::Status PersistSchedulerEvents(store::Store& store, const SchedulerEvents& 
   }
   // Before the worlds: a job given up after a restart may form its next generation in the same call.
   for (const JobRecovering& recovering : events.recovering) {
-    std::vector<std::string> names;
-    for (const std::string& id : recovering.missing_trainer_ids) {
+    auto name_of = [&store](const std::string& id) {
       auto trainer = store.trainers().Get(id);
-      names.push_back(trainer.ok() ? trainer->name : id);
-    }
+      return trainer.ok() ? trainer->name : id;
+    };
+    std::vector<std::string> names;
+    for (const std::string& id : recovering.missing_trainer_ids) names.push_back(name_of(id));
+    // A running world that lost a rank: name the whole world (the rank that failed first may be
+    // the peer of the trainer at fault, its engine failing for want of it).
+    std::vector<std::string> world;
+    for (const std::string& id : recovering.trainer_ids) world.push_back(name_of(id));
     auto job = store.jobs().GetById(recovering.job_id);
     const int64_t resume_step = job.ok() ? job->last_checkpoint_step : 0;
     store::TransitionInfo info;
     const std::string who =
         names.empty() ? "" : StrCat("trainer", names.size() == 1 ? " " : "s ", StrJoin(names, ", "), " ");
-    info.message = StrCat("coordinator restarted: ", who, recovering.reason, "; generation ", recovering.generation,
-                          " is replaced", resume_step > 0 ? StrCat(", resuming after step ", resume_step) : "");
+    // After a restart the reason says what the missing trainers did; else it names the failed rank.
+    info.message = StrCat(recovering.after_restart ? StrCat("coordinator restarted: ", who) : "", recovering.reason,
+                          "; generation ", recovering.generation,
+                          recovering.after_restart || world.empty() ? "" : StrCat(" on ", StrJoin(world, ", ")),
+                          " is replaced",
+                          resume_step > 0 ? StrCat(", resuming after step ", resume_step) : "");
     info.expected_from = JobState::kRunning;
     note(store.jobs().Transition(recovering.job_id, JobState::kRecovering, info).status());
   }
@@ -132,6 +141,7 @@ JobRequest MakeJobRequest(const JobRecord& job) {
   r.global_batch_size = job.spec.training.global_batch_size;
   r.micro_batch_size = job.spec.training.micro_batch_size;
   r.last_generation = job.generation;
+  r.recoveries = job.recoveries;
   r.submit_time = job.create_time;
   return r;
 }

@@ -58,11 +58,13 @@ absl::Status JobRequest::Validate() const {
         micro_batch_size, " x trainers ", trainers));
   }
   if (last_generation < 0) return absl::InvalidArgumentError(StrCat("job ", job_id, ": last_generation < 0"));
+  if (recoveries < 0) return absl::InvalidArgumentError(StrCat("job ", job_id, ": recoveries < 0"));
   return absl::OkStatus();
 }
 
 absl::Status SchedulerOptions::Validate() const {
   if (max_queued_jobs < 1) return absl::InvalidArgumentError("max_queued_jobs must be at least 1");
+  if (max_recoveries < 0) return absl::InvalidArgumentError("max_recoveries must not be negative");
   return absl::OkStatus();
 }
 
@@ -244,9 +246,9 @@ absl::StatusOr<SchedulerEvents> Scheduler::ReportEngineExit(const std::string& t
     if (exit.reason == ExitReason::kCancelled) why += " without being cancelled";
     if (!exit.message.empty()) why += StrCat(": ", exit.message);
     why += StrCat(" (step ", exit.step, ")");
-    RankFailedLocked(ref, why, !JobFault(exit), events);
+    RankFailedLocked(trainer_id, ref, why, !JobFault(exit), events);
   }
-  if (freed || !events.ended.empty()) ScheduleLocked(events);
+  if (freed || !events.ended.empty() || !events.recovering.empty()) ScheduleLocked(events);
   return events;
 }
 
@@ -282,7 +284,8 @@ SchedulerEvents Scheduler::Tick() {
                         "came back but was lost before it listed its assignment", events);
     } else if (lost.assignment) {
       FailRankLocked(lost.trainer_id, *lost.assignment,
-                     StrCat("trainer ", lost.name, " lost at step ", lost.step), true, events);
+                     StrCat("rank ", lost.assignment->rank, " on trainer ", lost.name, " lost at step ", lost.step),
+                     true, events);
     }
     events.lost.push_back(std::move(lost));
   }
@@ -423,8 +426,8 @@ void Scheduler::RankBackLocked(const AssignmentRef& ref, SchedulerEvents& events
   events.adopted.push_back(std::move(adopted));
 }
 
-bool Scheduler::EndAdoptionLocked(const std::string& job_id, std::vector<std::string> missing,
-                                  const std::string& reason, SchedulerEvents& events) {
+bool Scheduler::RecoverLocked(const std::string& job_id, std::vector<std::string> missing,
+                              const std::string& reason, bool after_restart, SchedulerEvents& events) {
   auto it = running_.find(job_id);
   if (it == running_.end()) return false;
   Active job = std::move(it->second);
@@ -435,8 +438,9 @@ bool Scheduler::EndAdoptionLocked(const std::string& job_id, std::vector<std::st
     names.push_back(t ? t->registration.name : id);
   }
   const std::string cancel_reason =
-      StrCat("generation ", job.generation, " is replaced after the coordinator's restart: ",
-             names.empty() ? "" : StrCat(StrJoin(names, ", "), " "), reason);
+      after_restart ? StrCat("generation ", job.generation, " is replaced after the coordinator's restart: ",
+                             names.empty() ? "" : StrCat(StrJoin(names, ", "), " "), reason)
+                    : StrCat("generation ", job.generation, " is replaced: ", reason);
   bool freed = false;
   for (size_t rank = 0; rank < job.ranks.size(); ++rank) {
     if (job.ranks[rank].exited) continue;
@@ -444,13 +448,17 @@ bool Scheduler::EndAdoptionLocked(const std::string& job_id, std::vector<std::st
     freed |= registry_->Release(job.ranks[rank].trainer_id, ref, cancel_reason, /*send_cancel=*/true);
   }
   if (rendezvous_ != nullptr) rendezvous_->EndJob(job_id);
-  // Back in the queue at the place it took when it was adopted; the next world is generation + 1.
+  // Back in the queue (an adopted job at the place it took when adopted, else at the front of its
+  // priority); the next world is generation + 1.
   JobRequest request = job.request;
   request.last_generation = job.generation;
-  const QueueKey key{-request.priority, job.sequence};
-  queue_.emplace(key, Queued{request, job.sequence});
+  ++request.recoveries;
+  const QueueKey key{-request.priority, after_restart ? job.sequence : next_front_sequence_--};
+  queue_.emplace(key, Queued{request, key.sequence});
   queued_ids_.emplace(job_id, key);
-  events.recovering.push_back(JobRecovering{job_id, job.generation, std::move(missing), reason});
+  JobRecovering recovering{job_id, job.generation, std::move(missing), reason, after_restart, {}};
+  for (const Rank& r : job.ranks) recovering.trainer_ids.push_back(r.trainer_id);
+  events.recovering.push_back(std::move(recovering));
   return freed;
 }
 
@@ -481,15 +489,27 @@ bool Scheduler::FailRankLocked(const std::string& trainer_id, const AssignmentRe
   Rank& rank = job.ranks[ref.rank];
   if (rank.trainer_id != trainer_id || rank.exited) return false;
   rank.exited = true;
-  RankFailedLocked(ref, reason, trainer_fault, events);
+  RankFailedLocked(trainer_id, ref, reason, trainer_fault, events);
   return true;
 }
 
-void Scheduler::RankFailedLocked(const AssignmentRef& ref, const std::string& reason, bool trainer_fault,
-                                 SchedulerEvents& events) {
+void Scheduler::RankFailedLocked(const std::string& trainer_id, const AssignmentRef& ref, const std::string& reason,
+                                 bool trainer_fault, SchedulerEvents& events) {
   Active& job = running_.at(ref.job_id);
-  if (!job.adoption_deadline || !trainer_fault) {
+  if (!trainer_fault) {
     EndRunningLocked(ref.job_id, JobEnd::kFailed, reason, trainer_fault, events);
+    return;
+  }
+  if (job.request.recoveries >= options_.max_recoveries) {
+    EndRunningLocked(ref.job_id, JobEnd::kFailed,
+                     StrCat(reason, "; out of recoveries (", job.request.recoveries, " of ", options_.max_recoveries,
+                            " used)"),
+                     trainer_fault, events);
+    return;
+  }
+  if (!job.adoption_deadline) {
+    // A running world lost a rank by its trainer's fault: the next generation forms on idle trainers.
+    RecoverLocked(ref.job_id, {trainer_id}, reason, /*after_restart=*/false, events);
     return;
   }
   // An adopted world that did not come back whole: recover it rather than fail the job.

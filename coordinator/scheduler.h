@@ -17,9 +17,14 @@
 //    Trainers are taken in name order, and rank r is the r-th of them.
 //  - Jobs run side by side on disjoint trainers; a trainer runs one assignment at a time.
 //
-// Failures (until automatic recovery exists): a rank that fails (engine error, crash, lost
-// trainer, dropped assignment) fails its job; the other ranks get cancellations; every trainer is
-// freed once it has let go of the work (exit reported, no longer listed, or lease expired).
+// Failures and automatic recovery (DESIGN.md §3.8): a rank that fails by its trainer's fault
+// (lost trainer, dropped assignment, an engine exit other than COMPLETED, or ERROR with a code
+// other than INVALID_ARGUMENT, FAILED_PRECONDITION, OUT_OF_RANGE, RESOURCE_EXHAUSTED,
+// UNIMPLEMENTED) ends its world: the job goes RECOVERING (JobRecovering), the other ranks get
+// cancellations, and the job is queued again at the front of its priority to form generation + 1
+// (same W) on idle trainers. A job fault, or a job that has used max_recoveries recoveries,
+// fails the job instead. Either way every trainer is freed once it has let go of the work (exit
+// reported, no longer listed, or lease expired).
 //
 // Adoption after a coordinator restart (DESIGN.md §3.9): Adopt puts a job that was RUNNING back
 // in the running set at its old generation, each rank awaiting its trainer, which kept training
@@ -63,6 +68,7 @@ struct JobRequest {
   int64_t global_batch_size = 8;  // sequences per optimiser step (for grad_accum_steps)
   int64_t micro_batch_size = 1;   // sequences per forward on one rank
   int64_t last_generation = 0;    // generations already used (a job restored after a restart)
+  int64_t recoveries = 0;         // recoveries already used (a job restored after a restart)
   absl::Time submit_time;         // for display; order is the order of Submit calls
 
   // INVALID_ARGUMENT: empty id or model, W < 1, or global batch not a multiple of micro x W.
@@ -100,8 +106,8 @@ struct JobEnded {
   int64_t generation = 0;  // the last one it ran; 0 when it never ran
   JobEnd end = JobEnd::kFailed;
   std::string reason;      // "trainer gpu-3 lost at step 120", "job cancelled by user", ...
-  // For failures: whether a trainer, not the job, was at fault (a retry elsewhere may succeed;
-  // automatic recovery will use this).
+  // For failures: whether a trainer, not the job, was at fault (a job fails so only when it is
+  // out of recoveries).
   bool trainer_fault = false;
 };
 
@@ -121,6 +127,10 @@ struct JobRecovering {
   std::vector<std::string> missing_trainer_ids;  // the trainers that did not come back (or none,
                                                  // when a rank failed after all had)
   std::string reason;  // what they did, e.g. "did not come back within 1m of the coordinator's restart"
+  // Whether an adoption after the coordinator's restart ended; false for a rank failing in a
+  // running world (missing_trainer_ids then names the failed rank's trainer).
+  bool after_restart = false;
+  std::vector<std::string> trainer_ids;  // the world given up, by rank
 };
 
 // What a call changed; the caller persists it (jobs' states, trainers' LOST) before answering.
@@ -140,6 +150,8 @@ struct SchedulerEvents {
 struct SchedulerOptions {
   // Most jobs waiting in the queue, all tenants together (Submit answers RESOURCE_EXHAUSTED).
   int64_t max_queued_jobs = 10'000;
+  // Most automatic recoveries of one job after trainer faults; the next such failure fails it.
+  int64_t max_recoveries = 3;
 
   absl::Status Validate() const;
 };
@@ -202,14 +214,14 @@ class Scheduler {
   // Expires leases (so a restarted agent's old session is LOST first), registers, schedules.
   absl::StatusOr<RegisterTrainerResult> RegisterTrainer(const TrainerRegistration& registration,
                                                         const std::set<std::string>& extra_models_in_use = {});
-  // TrainerRegistry::Heartbeat, plus: dropped work fails its job, and a trainer that became
-  // idle gets queued work in this very answer.
+  // TrainerRegistry::Heartbeat, plus: dropped work fails its rank (see Failures above), and a
+  // trainer that became idle gets queued work in this very answer.
   absl::StatusOr<HeartbeatResult> Heartbeat(const std::string& trainer_id, const std::string& session_id,
                                             const std::vector<AssignmentStatus>& statuses);
   // An engine ended. The trainer lets go of the work in any case; then FAILED_PRECONDITION when
   // `ref` is not a rank of the job's current generation held by this trainer. The same exit
-  // twice is OK. Anything but COMPLETED fails the job (CANCELLED too, when the scheduler did not
-  // ask for it).
+  // twice is OK. Anything but COMPLETED fails the rank (CANCELLED too, when the scheduler did not
+  // ask for it): the job recovers or fails (see Failures above).
   absl::StatusOr<SchedulerEvents> ReportEngineExit(const std::string& trainer_id, const AssignmentRef& ref,
                                                    const EngineExit& exit);
   // OK when `ref` is a rank of the job's current generation held by `trainer_id`;
@@ -277,15 +289,21 @@ class Scheduler {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks the rank of `ref` back (listed or exited); a world with no rank awaiting is adopted.
   void RankBackLocked(const AssignmentRef& ref, SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Gives up an adoption: cancels the ranks present, drops rendezvous values, queues the job
-  // for its next generation and records JobRecovering. Returns whether a trainer became idle.
+  // Ends a world for recovery: cancels the ranks present, drops rendezvous values, queues the
+  // job for its next generation (an adoption at the place it had, else at the front of its
+  // priority), counts a recovery and records JobRecovering. Returns whether a trainer became idle.
+  bool RecoverLocked(const std::string& job_id, std::vector<std::string> missing, const std::string& reason,
+                     bool after_restart, SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool EndAdoptionLocked(const std::string& job_id, std::vector<std::string> missing, const std::string& reason,
-                         SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                         SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return RecoverLocked(job_id, std::move(missing), reason, /*after_restart=*/true, events);
+  }
   // Adoptions whose deadline has passed.
   void ExpireAdoptionsLocked(SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The rank of `ref` (marked exited) has failed: the job fails, or, during an adoption and by
-  // the trainer's fault, recovers.
-  void RankFailedLocked(const AssignmentRef& ref, const std::string& reason, bool trainer_fault,
+  // The rank of `ref` (marked exited) on `trainer_id` has failed: by the trainer's fault and with
+  // recoveries left the job recovers, else it fails.
+  void RankFailedLocked(const std::string& trainer_id, const AssignmentRef& ref, const std::string& reason,
+                        bool trainer_fault,
                         SchedulerEvents& events) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fails the job of `ref` if `ref` is a live rank of its current generation on `trainer_id`.
   bool FailRankLocked(const std::string& trainer_id, const AssignmentRef& ref, const std::string& reason,
@@ -304,6 +322,7 @@ class Scheduler {
   std::map<std::string, QueueKey> queued_ids_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, Active> running_ ABSL_GUARDED_BY(mu_);
   int64_t next_sequence_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t next_front_sequence_ ABSL_GUARDED_BY(mu_) = -1;  // recovered jobs: before every submitted one
 };
 
 }  // namespace herd::coordinator

@@ -2,11 +2,13 @@
 // lost trainers, engine exits, stale generations. Time is a FakeClock; nothing sleeps.
 #include "coordinator/scheduler.h"
 
+#include <algorithm>
 #include <functional>
 #include <map>
 #include <string>
 #include <vector>
 
+#include "common/strings.h"
 #include "gtest/gtest.h"
 
 namespace herd::coordinator {
@@ -313,66 +315,180 @@ TEST_F(SchedulerTest, CancellingBeforeDeliveryFreesAtOnce) {
   EXPECT_EQ(hb.reply.assignments[0].ref.job_id, "b");
 }
 
-TEST_F(SchedulerTest, LostTrainerFailsItsJobAndFreesTheOthers) {
+TEST_F(SchedulerTest, LostTrainerRecoversTheJobAtTheFrontOfTheQueue) {
   for (const char* t : {"t1", "t2", "t3"}) AddTrainer({t});
-  std::vector<AssignmentRef> refs = StartAcknowledged({"a", "m", 3}, {"t1", "t2", "t3"});
+  std::vector<AssignmentRef> refs = StartAcknowledged({"a", "m", 2}, {"t1", "t2"});
+  EXPECT_TRUE(Submit({"b", "m", 2}).started.empty());  // waits, holding t3 back
   Beat("t1", {Listed(refs[0], 7)});
   clock_.Advance(absl::Seconds(10));
   Beat("t2", {Listed(refs[1], 7)});
-  Beat("t3", {Listed(refs[2], 7)});
+  Beat("t3");
   EXPECT_TRUE(scheduler_->Tick().empty());
   clock_.Advance(absl::Seconds(6));  // t1 silent for 16 s > lease 15 s
 
   SchedulerEvents e = scheduler_->Tick();
   ASSERT_EQ(e.lost.size(), 1u);
   EXPECT_EQ(e.lost[0].name, "t1");
-  ASSERT_EQ(e.ended.size(), 1u);
-  EXPECT_EQ(e.ended[0].job_id, "a");
-  EXPECT_EQ(e.ended[0].end, JobEnd::kFailed);
-  EXPECT_EQ(e.ended[0].reason, "trainer t1 lost at step 7");
-  EXPECT_TRUE(e.ended[0].trainer_fault);
+  EXPECT_TRUE(e.ended.empty());
+  EXPECT_TRUE(e.started.empty());  // t2 has not let go yet
+  ASSERT_EQ(e.recovering.size(), 1u);
+  EXPECT_EQ(e.recovering[0].job_id, "a");
+  EXPECT_EQ(e.recovering[0].generation, 1);
+  EXPECT_EQ(e.recovering[0].missing_trainer_ids, std::vector<std::string>{Id("t1")});
+  EXPECT_EQ(e.recovering[0].reason, "rank 0 on trainer t1 lost at step 7");
+  EXPECT_FALSE(e.recovering[0].after_restart);
+  EXPECT_EQ(Names(e.recovering[0].trainer_ids), (std::vector<std::string>{"t1", "t2"}));
   EXPECT_EQ(State("t1"), TrainerState::kLost);
   EXPECT_FALSE(scheduler_->GetRunning("a").has_value());
+  EXPECT_EQ(QueueIds(), (std::vector<std::string>{"a", "b"}));  // before b, submitted later
+  EXPECT_EQ(scheduler_->Queue()[0].request.last_generation, 1);
+  EXPECT_EQ(scheduler_->Queue()[0].request.recoveries, 1);
+  EXPECT_EQ(scheduler_->CheckAssignment(Id("t2"), refs[1]).code(), absl::StatusCode::kFailedPrecondition);
 
-  for (int r = 1; r < 3; ++r) {
-    const std::string name = "t" + std::to_string(r + 1);
-    HeartbeatResult hb = Beat(name, {Listed(refs[r], 8)});
-    ASSERT_EQ(hb.reply.cancellations.size(), 1u);
-    EXPECT_EQ(hb.reply.cancellations[0].ref, refs[r]);
-    EXPECT_EQ(hb.reply.cancellations[0].reason, "job ended: trainer t1 lost at step 7");
-    EXPECT_TRUE(Beat(name).reply.freed);
-    EXPECT_EQ(State(name), TrainerState::kIdle);
-  }
+  // The surviving rank is cancelled; its trainer stays busy until it lets go.
+  HeartbeatResult hb = Beat("t2", {Listed(refs[1], 8)});
+  ASSERT_EQ(hb.reply.cancellations.size(), 1u);
+  EXPECT_EQ(hb.reply.cancellations[0].ref, refs[1]);
+  EXPECT_EQ(hb.reply.cancellations[0].reason, "generation 1 is replaced: rank 0 on trainer t1 lost at step 7");
+  EXPECT_TRUE(hb.reply.assignments.empty());
+  EXPECT_EQ(State("t2"), TrainerState::kBusy);
+  EXPECT_TRUE(scheduler_->Tick().started.empty());
+
+  hb = Beat("t2");  // let go: free, and generation 2 forms on t2 and t3 at once
+  EXPECT_TRUE(hb.reply.freed);
+  ASSERT_EQ(hb.events.started.size(), 1u);
+  EXPECT_EQ(hb.events.started[0].job_id, "a");
+  EXPECT_EQ(hb.events.started[0].generation, 2);
+  EXPECT_EQ(Names(hb.events.started[0].trainer_ids), (std::vector<std::string>{"t2", "t3"}));
+  ASSERT_EQ(hb.reply.assignments.size(), 1u);
+  EXPECT_EQ(hb.reply.assignments[0].ref, (AssignmentRef{"a", 2, 0}));
+  EXPECT_EQ(QueueIds(), std::vector<std::string>{"b"});
+
   // t1 comes back still running its old engine: it is told to stop, then is free.
   absl::StatusOr<RegisterTrainerResult> back = scheduler_->RegisterTrainer(Reg({"t1"}));
   ASSERT_TRUE(back.ok()) << back.status();
   sessions_["t1"] = back->registration;
-  HeartbeatResult hb = Beat("t1", {Listed(refs[0], 9)});
+  hb = Beat("t1", {Listed(refs[0], 9)});
   ASSERT_EQ(hb.reply.cancellations.size(), 1u);
   EXPECT_EQ(hb.reply.cancellations[0].ref, refs[0]);
   EXPECT_TRUE(hb.events.empty());
   EXPECT_TRUE(Beat("t1").reply.freed);
 }
 
+TEST_F(SchedulerTest, CrashRecoversUntilTheJobIsOutOfRecoveries) {
+  for (const char* t : {"t1", "t2", "t3"}) AddTrainer({t});
+  std::vector<AssignmentRef> refs = StartAcknowledged({"a", "m", 2}, {"t1", "t2"});
+  // Each generation: rank 1 crashes; rank 0 is cancelled and lets go; the next one forms.
+  for (int64_t generation = 1; generation <= 3; ++generation) {
+    SCOPED_TRACE(generation);
+    ASSERT_EQ(refs.size(), 2u);
+    std::optional<RunningJob> running = scheduler_->GetRunning("a");
+    ASSERT_TRUE(running.has_value());
+    ASSERT_EQ(running->generation, generation);
+    const std::string crashed = names_.at(running->trainer_ids[1]);
+    const std::string survivor = names_.at(running->trainer_ids[0]);
+    absl::StatusOr<SchedulerEvents> e = scheduler_->ReportEngineExit(
+        Id(crashed), refs[1], {ExitReason::kCrashed, absl::StatusCode::kAborted, "SIGSEGV", 10 * generation});
+    ASSERT_TRUE(e.ok()) << e.status();
+    EXPECT_TRUE(e->ended.empty());
+    ASSERT_EQ(e->recovering.size(), 1u);
+    EXPECT_EQ(e->recovering[0].generation, generation);
+    EXPECT_EQ(e->recovering[0].missing_trainer_ids, std::vector<std::string>{Id(crashed)});
+    EXPECT_EQ(e->recovering[0].reason,
+              StrCat("rank 1 on trainer ", crashed, " ended CRASHED: SIGSEGV (step ", 10 * generation, ")"));
+    // The crashed trainer is free and t3 (or the last survivor) idle: the next world forms at
+    // once; the survivor is busy until it lets go of its cancelled rank.
+    ASSERT_EQ(e->started.size(), 1u);
+    EXPECT_EQ(e->started[0].generation, generation + 1);
+    EXPECT_EQ(std::count(e->started[0].trainer_ids.begin(), e->started[0].trainer_ids.end(), Id(survivor)), 0);
+    EXPECT_EQ(State(survivor), TrainerState::kBusy);
+    HeartbeatResult hb = Beat(survivor, {Listed(refs[0], 10 * generation)});
+    ASSERT_EQ(hb.reply.cancellations.size(), 1u);
+    EXPECT_TRUE(hb.reply.assignments.empty());
+    // The cancelled engine reports its exit: stale, but the trainer is free.
+    EXPECT_EQ(scheduler_->ReportEngineExit(Id(survivor), refs[0], {ExitReason::kCancelled}).status().code(),
+              absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(State(survivor), TrainerState::kIdle);
+    refs.clear();
+    for (size_t r = 0; r < e->started[0].trainer_ids.size(); ++r) {
+      const std::string name = names_.at(e->started[0].trainer_ids[r]);
+      EXPECT_EQ(Beat(name).reply.assignments.size(), 1u);
+      refs.push_back(e->started[0].assignments[r].ref);
+      Beat(name, {Listed(refs.back())});
+    }
+  }
+  // The fourth failure: out of recoveries, the job fails.
+  const std::optional<RunningJob> running = scheduler_->GetRunning("a");
+  ASSERT_TRUE(running.has_value());
+  EXPECT_EQ(running->request.recoveries, 3);
+  const std::string crashed = names_.at(running->trainer_ids[1]);
+  absl::StatusOr<SchedulerEvents> e = scheduler_->ReportEngineExit(
+      Id(crashed), refs[1], {ExitReason::kCrashed, absl::StatusCode::kAborted, "SIGSEGV", 40});
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(e->recovering.empty());
+  ASSERT_EQ(e->ended.size(), 1u);
+  EXPECT_EQ(e->ended[0].end, JobEnd::kFailed);
+  EXPECT_EQ(e->ended[0].generation, 4);
+  EXPECT_TRUE(e->ended[0].trainer_fault);
+  EXPECT_NE(e->ended[0].reason.find("out of recoveries (3 of 3 used)"), std::string::npos) << e->ended[0].reason;
+  EXPECT_TRUE(QueueIds().empty());
+  EXPECT_FALSE(scheduler_->GetRunning("a").has_value());
+  EXPECT_EQ(Beat(names_.at(running->trainer_ids[0]), {Listed(refs[0])}).reply.cancellations.size(), 1u);
+}
+
+TEST_F(SchedulerTest, ARestoredJobKeepsItsRecoveryCount) {
+  registry_ = *TrainerRegistry::Create(RegistryOptions{}, &clock_);
+  SchedulerOptions options;
+  options.max_recoveries = 1;
+  scheduler_ = *Scheduler::Create(options, registry_.get(), rendezvous_.get(), &clock_);
+  AddTrainer({"t1"});
+  JobRequest r = Job({"a"});
+  r.recoveries = 1;  // recovered once before the coordinator restarted
+  absl::StatusOr<SchedulerEvents> started = scheduler_->Submit(r);
+  ASSERT_TRUE(started.ok()) << started.status();
+  ASSERT_EQ(started->started.size(), 1u);
+  const AssignmentRef ref = started->started[0].assignments[0].ref;
+  Beat("t1");
+  Beat("t1", {Listed(ref)});
+  absl::StatusOr<SchedulerEvents> e =
+      scheduler_->ReportEngineExit(Id("t1"), ref, {ExitReason::kWatchdog, absl::StatusCode::kDeadlineExceeded, "", 3});
+  ASSERT_TRUE(e.ok()) << e.status();
+  EXPECT_TRUE(e->recovering.empty());
+  ASSERT_EQ(e->ended.size(), 1u);
+  EXPECT_EQ(e->ended[0].reason, "rank 0 on trainer t1 ended WATCHDOG (step 3); out of recoveries (1 of 1 used)");
+  EXPECT_EQ(SchedulerOptions{.max_recoveries = -1}.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(SchedulerTest, EngineExitsTable) {
+  enum class Outcome { kRuns, kFails, kRecovers };
   struct Case {
     std::string name;
     EngineExit exit;
-    bool job_fails;
-    bool trainer_fault;
+    Outcome outcome;
   };
   const std::vector<Case> cases = {
-      {"completed", {ExitReason::kCompleted}, false, false},
+      {"completed", {ExitReason::kCompleted}, Outcome::kRuns},
       {"error invalid argument is the job's fault",
-       {ExitReason::kError, absl::StatusCode::kInvalidArgument, "bad spec", 3}, true, false},
+       {ExitReason::kError, absl::StatusCode::kInvalidArgument, "bad spec", 3}, Outcome::kFails},
+      {"error failed precondition is the job's fault",
+       {ExitReason::kError, absl::StatusCode::kFailedPrecondition, "no checkpoint", 3}, Outcome::kFails},
+      {"error out of range is the job's fault",
+       {ExitReason::kError, absl::StatusCode::kOutOfRange, "loss is not finite", 3}, Outcome::kFails},
       {"error out of memory is the job's fault",
-       {ExitReason::kError, absl::StatusCode::kResourceExhausted, "CUDA OOM", 1}, true, false},
-      {"error unavailable is the trainer's", {ExitReason::kError, absl::StatusCode::kUnavailable, "peer gone", 5},
-       true, true},
-      {"watchdog", {ExitReason::kWatchdog, absl::StatusCode::kDeadlineExceeded, "allreduce #9", 9}, true, true},
-      {"crashed", {ExitReason::kCrashed, absl::StatusCode::kAborted, "SIGSEGV", 2}, true, true},
-      {"start failed", {ExitReason::kStartFailed, absl::StatusCode::kUnavailable, "fetch", 0}, true, true},
-      {"unrequested cancel", {ExitReason::kCancelled}, true, true},
+       {ExitReason::kError, absl::StatusCode::kResourceExhausted, "CUDA OOM", 1}, Outcome::kFails},
+      {"error unimplemented is the job's fault",
+       {ExitReason::kError, absl::StatusCode::kUnimplemented, "no such op", 1}, Outcome::kFails},
+      {"error unavailable is the trainer's",
+       {ExitReason::kError, absl::StatusCode::kUnavailable, "peer gone", 5}, Outcome::kRecovers},
+      {"watchdog", {ExitReason::kWatchdog, absl::StatusCode::kDeadlineExceeded, "allreduce #9", 9}, Outcome::kRecovers},
+      {"crashed", {ExitReason::kCrashed, absl::StatusCode::kAborted, "SIGSEGV", 2}, Outcome::kRecovers},
+      {"hung", {ExitReason::kHung, absl::StatusCode::kDeadlineExceeded, "no progress", 2}, Outcome::kRecovers},
+      {"protocol violation", {ExitReason::kProtocolViolation, absl::StatusCode::kInternal, "bad frame", 2},
+       Outcome::kRecovers},
+      {"start failed", {ExitReason::kStartFailed, absl::StatusCode::kUnavailable, "fetch", 0}, Outcome::kRecovers},
+      {"upload failed", {ExitReason::kUploadFailed, absl::StatusCode::kUnavailable, "blob put", 4},
+       Outcome::kRecovers},
+      {"unrequested cancel", {ExitReason::kCancelled}, Outcome::kRecovers},
   };
   for (const Case& c : cases) {
     SCOPED_TRACE(c.name);
@@ -385,17 +501,30 @@ TEST_F(SchedulerTest, EngineExitsTable) {
     absl::StatusOr<SchedulerEvents> e = scheduler_->ReportEngineExit(Id("t2"), refs[1], c.exit);
     ASSERT_TRUE(e.ok()) << e.status();
     EXPECT_EQ(State("t2"), TrainerState::kIdle);
-    if (!c.job_fails) {
+    if (c.outcome == Outcome::kRuns) {
       EXPECT_TRUE(e->empty());
       EXPECT_TRUE(scheduler_->GetRunning("a").has_value());
       EXPECT_TRUE(scheduler_->CheckAssignment(Id("t1"), refs[0]).ok());
       continue;
     }
-    ASSERT_EQ(e->ended.size(), 1u);
-    EXPECT_EQ(e->ended[0].end, JobEnd::kFailed);
-    EXPECT_EQ(e->ended[0].trainer_fault, c.trainer_fault);
-    EXPECT_NE(e->ended[0].reason.find("rank 1 on trainer t2 ended"), std::string::npos) << e->ended[0].reason;
-    EXPECT_NE(e->ended[0].reason.find(c.exit.message), std::string::npos) << e->ended[0].reason;
+    std::string reason;
+    if (c.outcome == Outcome::kFails) {
+      EXPECT_TRUE(e->recovering.empty());
+      ASSERT_EQ(e->ended.size(), 1u);
+      EXPECT_EQ(e->ended[0].end, JobEnd::kFailed);
+      EXPECT_FALSE(e->ended[0].trainer_fault);
+      EXPECT_TRUE(QueueIds().empty());
+      reason = e->ended[0].reason;
+    } else {
+      EXPECT_TRUE(e->ended.empty());
+      ASSERT_EQ(e->recovering.size(), 1u);
+      EXPECT_EQ(e->recovering[0].missing_trainer_ids, std::vector<std::string>{Id("t2")});
+      EXPECT_EQ(QueueIds(), std::vector<std::string>{"a"});
+      reason = e->recovering[0].reason;
+    }
+    EXPECT_FALSE(scheduler_->GetRunning("a").has_value());
+    EXPECT_NE(reason.find("rank 1 on trainer t2 ended"), std::string::npos) << reason;
+    EXPECT_NE(reason.find(c.exit.message), std::string::npos) << reason;
     EXPECT_EQ(Beat("t1", {Listed(refs[0])}).reply.cancellations.size(), 1u);
   }
 }
@@ -450,14 +579,18 @@ TEST_F(SchedulerTest, SucceededJobReleasesRanksWithoutCancelling) {
   EXPECT_EQ(scheduler_->Finish("a", JobEnd::kFailed, "again").status().code(), absl::StatusCode::kNotFound);
 }
 
-TEST_F(SchedulerTest, DroppedAssignmentFailsTheJob) {
+TEST_F(SchedulerTest, DroppedAssignmentRecoversTheJob) {
   AddTrainer({"t1"});
   std::vector<AssignmentRef> refs = StartAcknowledged({"a"}, {"t1"});
   HeartbeatResult hb = Beat("t1");  // no longer lists it, never reported an exit
-  ASSERT_EQ(hb.events.ended.size(), 1u);
-  EXPECT_EQ(hb.events.ended[0].end, JobEnd::kFailed);
-  EXPECT_EQ(hb.events.ended[0].reason, "trainer t1 stopped running rank 0 without reporting an exit");
-  EXPECT_EQ(State("t1"), TrainerState::kIdle);
+  EXPECT_TRUE(hb.events.ended.empty());
+  ASSERT_EQ(hb.events.recovering.size(), 1u);
+  EXPECT_EQ(hb.events.recovering[0].reason, "trainer t1 stopped running rank 0 without reporting an exit");
+  // t1 is idle again: generation 2 forms on it in the same answer.
+  ASSERT_EQ(hb.events.started.size(), 1u);
+  EXPECT_EQ(hb.events.started[0].generation, 2);
+  ASSERT_EQ(hb.reply.assignments.size(), 1u);
+  EXPECT_EQ(hb.reply.assignments[0].ref, (AssignmentRef{"a", 2, 0}));
 }
 
 TEST_F(SchedulerTest, ModelFilesCannotChangeUnderAQueuedJob) {
