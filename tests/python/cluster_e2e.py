@@ -13,14 +13,8 @@ import sys
 import tempfile
 import time
 
-from datasets_e2e import CALL_TIMEOUT_S, READY_TIMEOUT_S, Herd, check, die_with_parent, make_token, wait_ready
-
-
-def cluster_token(coordinator, data_dir):
-    p = subprocess.run([coordinator, "token", "create", "--cluster", "--data-dir", data_dir],
-                       capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
-    check(p.returncode == 0 and p.stdout.strip().startswith("herd_c_"), "token create --cluster", p.stdout, p.stderr)
-    return p.stdout.strip()
+from datasets_e2e import (CALL_TIMEOUT_S, READY_TIMEOUT_S, Herd, check, cluster_token, die_with_parent, make_token,
+                          wait_ready)
 
 
 def wait_for(what, predicate, log_paths):

@@ -54,6 +54,14 @@ def make_token(coordinator, data_dir, tenant):
     return p.stdout.strip()
 
 
+def cluster_token(coordinator, data_dir):
+    """A cluster token for herd-trainer agents (made while the coordinator is stopped)."""
+    p = subprocess.run([coordinator, "token", "create", "--cluster", "--data-dir", data_dir],
+                       capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
+    check(p.returncode == 0 and p.stdout.strip().startswith("herd_c_"), "token create --cluster", p.stdout, p.stderr)
+    return p.stdout.strip()
+
+
 def wait_ready(proc, ready_file, log_path):
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
@@ -198,12 +206,7 @@ def run_scenario(name, scenario, description):
         # Tokens first: `token create` opens the data dir, which the running coordinator locks.
         tok_a = make_token(args.coordinator, data_dir, "acme")
         tok_b = make_token(args.coordinator, data_dir, "globex")
-        cluster_token = None
-        if args.trainer:
-            p = subprocess.run([args.coordinator, "token", "create", "--cluster", "--data-dir", data_dir],
-                               capture_output=True, text=True, timeout=CALL_TIMEOUT_S)
-            check(p.returncode == 0, "token create --cluster", p.stderr)
-            cluster_token = p.stdout.strip()
+        trainer_token = cluster_token(args.coordinator, data_dir) if args.trainer else None
         ready = os.path.join(tmp, "ready")
         log_path = os.path.join(tmp, "coordinator.log")
         with open(log_path, "w") as log:
@@ -215,7 +218,7 @@ def run_scenario(name, scenario, description):
             port = wait_ready(proc, ready, log_path)
             herd = Herd(args.herd, f"127.0.0.1:{port}", tmp)
             if args.trainer:
-                publish_tiny_model(args, f"127.0.0.1:{port}", cluster_token, herd, tok_a, tmp)
+                publish_tiny_model(args, f"127.0.0.1:{port}", trainer_token, herd, tok_a, tmp)
             try:
                 scenario(herd, tok_a, tok_b, args.samples, tmp)
             except SystemExit:
