@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 
+from parity_util import check, read_jsonl, report, run, write_jsonl
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -91,33 +93,6 @@ CHATS = [
      {"role": "user", "content": "again"},
      {"role": "assistant", "content": "  \t  spaces   \n"}],
 ]
-
-errors = []
-
-
-def check(ok, message):
-    if not ok:
-        errors.append(message)
-    return ok
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"bpe_parity.py: {' '.join(cmd)} failed (rc {r.returncode}):\n{r.stderr}")
-    return r.stdout
-
-
-def write_jsonl(path, records):
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
 
 def train(path):
     tok = Tokenizer(models.BPE())
@@ -291,12 +266,7 @@ def main():
         tok, hf = check_encoding(args, tmp, dirs["pairs"], "pairs")
         check_prepare(args, tmp, dirs["pairs"], tok, hf)
 
-    if errors:
-        print(f"bpe_parity.py: {len(errors)} problem(s):")
-        for e in errors[:40]:
-            print("  " + e)
-        sys.exit(1)
-    print("bpe_parity.py: encoding (merge strings, pairs, ignore_merges), decoding, text records "
+    report("encoding (merge strings, pairs, ignore_merges), decoding, text records "
           "and the LLaMA-3 chat template agree with tokenizers/transformers")
 
 

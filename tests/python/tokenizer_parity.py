@@ -25,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 
+from parity_util import check, read_jsonl, report, run, write_jsonl
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -63,33 +65,6 @@ EDGE_CHATS = [
 ]
 EDGE_TEXTS = ["Plain text.", " starts with a space", "\nstarts with a newline",
               "has </s> and <s> inside", "\u6771\u4eac \U0001F999 caf\u00e9", "ends with spaces  "]
-
-errors = []
-
-
-def check(ok, message):
-    if not ok:
-        errors.append(message)
-    return ok
-
-
-def run(cmd):
-    r = subprocess.run(cmd, capture_output=True, text=True)
-    if r.returncode != 0:
-        sys.exit(f"tokenizer_parity.py: {' '.join(cmd)} failed (rc {r.returncode}):\n{r.stderr}")
-    return r.stdout
-
-
-def write_jsonl(path, records):
-    with open(path, "w", encoding="utf-8") as f:
-        for r in records:
-            f.write(json.dumps(r, ensure_ascii=False) + "\n")
-
-
-def read_jsonl(path):
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
 
 class References:
     def __init__(self, model_dir):
@@ -287,12 +262,7 @@ def main():
                    dump(args, model, edge_text, tmp, "text"))
         check_prepared_file(args, model, tmp)
 
-    if errors:
-        print(f"tokenizer_parity.py: {len(errors)} problem(s):")
-        for e in errors[:40]:
-            print("  " + e)
-        sys.exit(1)
-    print("tokenizer_parity.py: chat (legacy false and true), prompt/completion, text and the "
+    report("chat (legacy false and true), prompt/completion, text and the "
           "prepared file agree with the references")
 
 
