@@ -257,19 +257,17 @@ absl::Status TrainerService::Upload(grpc::ServerReader<v1::UploadCheckpointReque
     return absl::OkStatus();
   }
 
-  // The files back to back, each into its own blob, checked against its sha256.
+  // The files back to back, each into its own blob, checked against its sha256. file_ends[i]:
+  // the stream offset where file i ends.
+  std::vector<int64_t> file_ends;
+  for (int64_t end = 0; const store::NamedBlob& f : declared) file_ends.push_back(end += f.blob.size_bytes);
   int64_t offset = 0;
   size_t index = 0;
   std::unique_ptr<store::BlobWriter> writer;
   auto finish_files = [&]() -> absl::Status {
     // Closes every file that ends at `offset` (empty files included).
     while (index < declared.size()) {
-      const int64_t file_end = [&] {
-        int64_t end = 0;
-        for (size_t i = 0; i <= index; ++i) end += declared[i].blob.size_bytes;
-        return end;
-      }();
-      if (file_end != offset) break;
+      if (file_ends[index] != offset) break;
       if (writer == nullptr) {
         HERD_ASSIGN_OR_RETURN(writer, store_->blobs().NewWriter());
       }
@@ -295,9 +293,8 @@ absl::Status TrainerService::Upload(grpc::ServerReader<v1::UploadCheckpointReque
       return absl::OutOfRangeError("bytes past the manifest's total size");
     }
     while (!data.empty()) {
-      int64_t file_end = 0;
-      for (size_t i = 0; i <= index; ++i) file_end += declared[i].blob.size_bytes;
-      const size_t take = static_cast<size_t>(std::min<int64_t>(file_end - offset, static_cast<int64_t>(data.size())));
+      const size_t take =
+          static_cast<size_t>(std::min<int64_t>(file_ends[index] - offset, static_cast<int64_t>(data.size())));
       if (writer == nullptr) {
         HERD_ASSIGN_OR_RETURN(writer, store_->blobs().NewWriter());
       }
