@@ -75,7 +75,11 @@ def case_ranks(args, tmp, model):
     common = ["--model", model, "--data", args.samples + "/support_qa.jsonl", "--config", job, "--max-steps", "4"]
     run([args.herd_train, *common, "--out", tmp + "/one", "--nproc", "1"])
     run([args.herd_train, *common, "--out", tmp + "/two", "--nproc", "2"])
-    worst, _ = compare_adapters(tmp + "/one/adapter", tmp + "/two/adapter", 1e-5, "2 ranks vs 1 rank")
+    # The ranks sum their gradients in another order than one rank does (float32), and AdamW's
+    # normalisation amplifies that for the elements whose gradient is near zero: measured worst
+    # 7.8e-6 (plain autograd layers) and 1.5e-5 (lean layers) after 4 steps, on |B| ≈ 7.5e-3.
+    # A data-parallel mistake (a missing all-reduce, a wrong divisor) shows as 1e-2 or more.
+    worst, _ = compare_adapters(tmp + "/one/adapter", tmp + "/two/adapter", 5e-5, "2 ranks vs 1 rank")
     # A change that matters must show: another seed gives another adapter.
     run([args.herd_train, *common, "--out", tmp + "/seed", "--nproc", "1", "--seed", "8"])
     a = load_file(tmp + "/one/adapter/adapter_model.safetensors")

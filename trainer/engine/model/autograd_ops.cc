@@ -7,6 +7,8 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
+#include "trainer/engine/kernels/cross_entropy.h"
+
 namespace herd::engine {
 namespace {
 
@@ -33,15 +35,16 @@ class ChunkedCe : public torch::autograd::Function<ChunkedCe> {
     if (want_grad) grad_sum = at::empty(rows.sizes(), rows.options().dtype(acc));
     for (int64_t start = 0; start < n; start += chunk_tokens) {
       const int64_t m = std::min(chunk_tokens, n - start);
-      at::Tensor t = targets.narrow(0, start, m).unsqueeze(1);                 // [m, 1]
-      at::Tensor logits = at::linear(rows.narrow(0, start, m), head).to(acc);  // [m, V]
-      at::Tensor lse = at::logsumexp(logits, {1}, /*keepdim=*/true);           // [m, 1]
-      loss += (lse - logits.gather(1, t)).sum();
-      correct += (logits.argmax(1, /*keepdim=*/true) == t).sum();
+      // [m, V] in rows' dtype (bf16 on the GPU); float64 models compute in float64.
+      at::Tensor logits = at::linear(rows.narrow(0, start, m), head);
+      if (acc == at::kDouble) logits = logits.to(acc);
+      // One fused pass (kernels/cross_entropy.h) in float32: lse − logit[target], argmax hits and,
+      // for training, softmax − onehot written over the logits in their dtype.
+      CrossEntropyChunkResult ce = CrossEntropyChunk(logits, targets.narrow(0, start, m), want_grad);
+      loss += ce.loss.sum().to(acc);
+      correct += ce.hit.sum();
       if (!want_grad) continue;
-      at::Tensor p = logits.sub_(lse).exp_();  // softmax, in place of the logits
-      p.scatter_add_(1, t, at::full({m, 1}, -1.0, p.options()));
-      grad_sum.narrow(0, start, m).copy_(at::mm(p.to(rows.scalar_type()), head));  // [m, H]
+      grad_sum.narrow(0, start, m).copy_(at::mm(logits.to(rows.scalar_type()), head));  // [m, H]
     }
     ctx->save_for_backward({grad_sum});
     ctx->saved_data["rows_dtype"] = static_cast<int64_t>(rows.scalar_type());

@@ -12,6 +12,7 @@
 #include "common/status.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
+#include "trainer/engine/model/decoder_ops.h"
 
 namespace herd::engine {
 namespace {
@@ -256,13 +257,35 @@ std::vector<at::Tensor> LlamaModel::LayerLoraParameters(int i) const {
 }
 
 at::Tensor LlamaModel::DecoderLayer(int i, const at::Tensor& x, const LayerInputs& in) const {
+  if (reference_layers_) return ReferenceDecoderLayer(i, x, in);
+  const Layer& l = layers_[i];
+  DecoderWeights w;
+  w.input_norm = l.input_norm;
+  w.post_norm = l.post_norm;
+  for (int k = 0; k < kNumProj; ++k) {
+    w.w[k] = l.proj[k];
+    if (l.adapter[k] < 0) continue;
+    w.lora_a[k] = adapters_[l.adapter[k]].a;
+    w.lora_b[k] = adapters_[l.adapter[k]].b;
+  }
+  const DecoderShape shape{.heads = config_.num_heads, .kv_heads = config_.num_kv_heads, .head_dim = config_.head_dim,
+                           .rms_eps = config_.rms_norm_eps, .lora_scale = lora_.scale()};
+  DecoderInputs din{.cos = in.cos, .sin = in.sin, .attention = in.attention};
+  if (in.dropout_keys.defined()) {
+    din.dropout_keys = in.dropout_keys.select(0, i);
+    din.keep = 1.0 - lora_.dropout;
+  }
+  return LeanDecoderLayer(x, w, shape, din);
+}
+
+at::Tensor LlamaModel::ReferenceDecoderLayer(int i, const at::Tensor& x, const LayerInputs& in) const {
   const LlamaConfig& c = config_;
   const int64_t B = x.size(0), T = x.size(1);
   const int64_t D = c.head_dim, Nq = c.num_heads, Nkv = c.num_kv_heads;
   const Layer& l = layers_[i];
   auto rotate = [&](const at::Tensor& t) {
     at::Tensor rotated = at::cat({-t.narrow(-1, D / 2, D / 2), t.narrow(-1, 0, D / 2)}, -1);
-    return t * in.cos + rotated * in.sin;
+    return t * in.cos.unsqueeze(1) + rotated * in.sin.unsqueeze(1);
   };
   at::Tensor h = RmsNorm(x, l.input_norm);
   at::Tensor h_lora, attn_lora, mlp_lora, gated_lora;  // each input in the LoRA dtype, made on first use
@@ -296,13 +319,17 @@ at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout, boo
   at::Tensor x = at::embedding(embed_, batch.input_ids);  // [B, T, H]
 
   auto in = std::make_shared<LayerInputs>();
-  // RoPE tables. [B, 1, T, D]
+  // RoPE tables. [B, T, D]
   at::Tensor freqs = batch.position_ids.to(at::kFloat).unsqueeze(-1) * inv_freq_.view({1, 1, -1});
   at::Tensor emb = at::cat({freqs, freqs}, -1);
-  in->cos = emb.cos().to(x.scalar_type()).unsqueeze(1);
-  in->sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
-  // Attention mask: causal, and within a document when the batch is packed. [B, 1, T, T]
-  if (batch.doc_ids.defined()) {
+  in->cos = emb.cos().to(x.scalar_type()).contiguous();
+  in->sin = emb.sin().to(x.scalar_type()).contiguous();
+  if (!reference_layers_) {
+    // The flash path cuts the flattened tokens at cu_seqlens and needs no [B, 1, T, T] mask.
+    in->attention = MakeAttentionLayout(batch.doc_ids, x.size(0), T, x.device(),
+                                        !FlashAttentionApplies(x.device(), x.scalar_type(), config_.head_dim));
+  } else if (batch.doc_ids.defined()) {
+    // Attention mask: causal, and within a document when the batch is packed. [B, 1, T, T]
     at::Tensor same_doc = batch.doc_ids.unsqueeze(2) == batch.doc_ids.unsqueeze(1);
     at::Tensor causal = at::ones({T, T}, at::TensorOptions().dtype(at::kBool).device(x.device())).tril();
     in->mask = same_doc.logical_and(causal).unsqueeze(1);
@@ -321,7 +348,7 @@ at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout, boo
       x = DecoderLayer(i, x, *in);
     }
   }
-  return RmsNorm(x, final_norm_);
+  return reference_layers_ ? RmsNorm(x, final_norm_) : RmsNormNode(x, final_norm_, config_.rms_norm_eps);
 }
 
 at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const { return at::linear(hidden, Head()).to(at::kFloat); }

@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "trainer/engine/model/attention.h"
 #include "trainer/engine/model/autograd_ops.h"
 #include "trainer/engine/model/llama_config.h"
 #include "trainer/engine/model/lora_dropout.h"
@@ -103,6 +104,11 @@ class LlamaModel {
   // back so); throws std::out_of_range for other names.
   at::ScalarType StoredDtype(const std::string& hf_name) const { return stored_dtype_.at(hf_name); }
 
+  // Runs the decoder layers and the final norm as plain autograd graphs of ATen ops (the form
+  // transformers computes) instead of the lean nodes of model/decoder_ops.h: the reference for
+  // tests and `herd-bench --reference`. Same values; far more activation memory.
+  void set_reference_layers(bool on) { reference_layers_ = on; }
+
  private:
   struct Layer {
     at::Tensor input_norm, post_norm;   // [hidden]
@@ -112,8 +118,10 @@ class LlamaModel {
   // What every decoder layer of one forward reads besides its input. Shared by the layers and
   // kept alive by the recompute of checkpointed ones.
   struct LayerInputs {
-    at::Tensor cos, sin;                // [B, 1, T, D] RoPE tables
+    at::Tensor cos, sin;                // [B, T, D] RoPE tables in the weights' dtype
     std::optional<at::Tensor> mask;     // [B, 1, T, T] bool, packed rows; none = plain causal
+                                        // (reference layers only)
+    AttentionLayout attention;          // the lean layers' view of the same
     at::Tensor dropout_keys;            // [layers, kNumProj, B, 2] int64 LoRA dropout row keys
                                         // (DropoutKeyTable); undefined = no dropout
   };
@@ -122,6 +130,8 @@ class LlamaModel {
   void Assign(const std::map<std::string, at::Tensor>& tensors);
   // Decoder layer `i` on x [B, T, H]; deterministic (the recompute of checkpointing relies on it).
   at::Tensor DecoderLayer(int i, const at::Tensor& x, const LayerInputs& in) const;
+  // The same layer as plain autograd over ATen ops (set_reference_layers).
+  at::Tensor ReferenceDecoderLayer(int i, const at::Tensor& x, const LayerInputs& in) const;
   // x · Wᵀ plus the LoRA term. *lora_x caches x in the LoRA dtype across the projections of one x.
   at::Tensor Project(const Layer& layer, int layer_index, Proj proj, const at::Tensor& x, const LayerInputs& in,
                      at::Tensor* lora_x) const;
@@ -141,6 +151,7 @@ class LlamaModel {
   std::map<std::string, at::ScalarType> stored_dtype_;  // HF name -> dtype in the checkpoint
   LoraOptions lora_;
   std::vector<Adapter> adapters_;
+  bool reference_layers_ = false;
 };
 
 // RoPE inverse frequencies exactly as transformers computes them. [head_dim / 2] float32.

@@ -1,8 +1,15 @@
-// Counter-based LoRA dropout masks: a 32-bit hash per pair of elements, as int64 tensor ops.
+// Counter-based LoRA dropout masks: a 32-bit hash per pair of elements, as int64 tensor ops (the
+// reference, and the path on CPU), or as one CUDA kernel in uint32 arithmetic when the keys are on
+// a GPU (kernels/lora_dropout_cuda.cu, built with HERD_WITH_CUDA): the same bits either way.
 #include "trainer/engine/model/lora_dropout.h"
 
 #include <cmath>
 #include <initializer_list>
+
+#include "trainer/engine/kernels/fused_ops_reference.h"
+#ifdef HERD_WITH_CUDA
+#include "trainer/engine/kernels/fused_ops_cuda.h"
+#endif
 
 namespace herd::engine {
 namespace {
@@ -58,10 +65,26 @@ at::Tensor DropoutKeyTable(const DropoutKey& key, const std::vector<int64_t>& se
   return at::tensor(words, at::TensorOptions().dtype(at::kLong).device(device)).view({layers, projections, rows, 2});
 }
 
-at::Tensor DropoutKeepMask(const at::Tensor& row_keys, int64_t tokens, int64_t features, double keep) {
+namespace {
+
+void CheckKeepMaskArgs(const at::Tensor& row_keys, int64_t tokens, int64_t features) {
   TORCH_CHECK(row_keys.dim() == 2 && row_keys.size(1) == 2 && row_keys.scalar_type() == at::kLong,
               "DropoutKeepMask: row_keys must be [B, 2] int64, got ", row_keys.sizes(), " ", row_keys.scalar_type());
   TORCH_CHECK(tokens >= 0 && features >= 0, "DropoutKeepMask: negative shape");
+}
+
+}  // namespace
+
+at::Tensor DropoutKeepMask(const at::Tensor& row_keys, int64_t tokens, int64_t features, double keep) {
+  CheckKeepMaskArgs(row_keys, tokens, features);
+#ifdef HERD_WITH_CUDA
+  if (row_keys.is_cuda()) return cuda_kernels::DropoutKeepMask(row_keys, tokens, features, keep);
+#endif
+  return reference::DropoutKeepMask(row_keys, tokens, features, keep);
+}
+
+at::Tensor reference::DropoutKeepMask(const at::Tensor& row_keys, int64_t tokens, int64_t features, double keep) {
+  CheckKeepMaskArgs(row_keys, tokens, features);
   const int64_t rows = row_keys.size(0);
   const int64_t pairs = (features + 1) / 2;  // one 32-bit hash gives two 16-bit uniforms
   const int64_t n = tokens * pairs;

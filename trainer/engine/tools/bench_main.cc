@@ -62,6 +62,20 @@ int64_t PeakBytes(const at::Device& d) {
   return -1;
 }
 
+// Bytes in use now: the CUDA allocator's live bytes, or on CPU the resident set (-1 where unknown).
+// For the CPU figure to follow frees, run with MALLOC_MMAP_THRESHOLD_=65536 (glibc then returns
+// every large block to the system when it is freed).
+int64_t ProcStatusBytes(const std::string& key);
+int64_t CurrentBytes(const at::Device& d) {
+#ifdef HERD_WITH_CUDA
+  if (d.is_cuda()) {
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
+    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
+  }
+#endif
+  return ProcStatusBytes("VmRSS:");
+}
+
 void ResetPeak(const at::Device& d) {
 #ifdef HERD_WITH_CUDA
   if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index());
@@ -86,6 +100,8 @@ struct BenchOptions {
   bool grad_ckpt = false;
   int64_t loss_chunk = kDefaultLossChunkTokens;
   bool full_logits = false;  // the unchunked reference: [tokens, vocab] logits kept for backward
+  std::string dtype;         // base weights: "bf16" or "fp32"; empty = bf16 on CUDA, fp32 on CPU
+  bool reference = false;    // plain autograd layers instead of the lean nodes (LlamaModel::set_reference_layers)
 };
 
 absl::Status Bench(const std::string& name, const std::string& device, const BenchOptions& o) {
@@ -108,11 +124,16 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
   c.rope_theta = 500000.0;
   c.tie_word_embeddings = s.tied;
   const at::Device dev(device);
-  LoadOptions load{.device = dev, .dtype = dev.is_cuda() ? at::kBFloat16 : at::kFloat};
+  if (!o.dtype.empty() && o.dtype != "bf16" && o.dtype != "fp32") {
+    return absl::InvalidArgumentError("--dtype must be bf16 or fp32, not " + o.dtype);
+  }
+  const bool bf16 = o.dtype.empty() ? dev.is_cuda() : o.dtype == "bf16";
+  LoadOptions load{.device = dev, .dtype = bf16 ? at::kBFloat16 : at::kFloat};
   HERD_ASSIGN_OR_RETURN(auto model, LlamaModel::Random(c, load, 0));
   LoraOptions lora{.r = 16, .alpha = 32};
   for (const ProjInfo& p : kProjTable) lora.targets.push_back(p.proj);
   HERD_RETURN_IF_ERROR(model->EnableLora(lora, 1));
+  model->set_reference_layers(o.reference);
   const std::vector<at::Tensor> params = model->LoraParameters();
   HERD_ASSIGN_OR_RETURN(AdamW opt, AdamW::Create(params, {}));
   int64_t trainable = 0;
@@ -129,9 +150,14 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
   }
   const int64_t rss_before = ProcStatusBytes("VmRSS:");
   double loss = 0;
-  auto step = [&](int i) -> absl::Status {
+  int64_t kept = 0;  // most bytes the forward left for the backward (activations, head gradient)
+  // measure: the warm-up steps also measure what the forward keeps (the synchronisations that
+  // takes stay out of the timed steps).
+  auto step = [&](int i, bool measure) -> absl::Status {
     for (const at::Tensor& p : params) p.mutable_grad() = at::Tensor();
     const Batch& b = batches[i % 4];
+    if (measure) Synchronize(dev);
+    const int64_t before = measure ? CurrentBytes(dev) : 0;
     at::Tensor hidden = model->Hidden(b, nullptr, grad_ckpt);
     at::Tensor l;
     if (o.full_logits) {
@@ -141,17 +167,21 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
       LlamaModel::LossSums sums = model->Loss(hidden, b.targets, o.loss_chunk);
       l = sums.loss_sum / static_cast<double>(sums.tokens);
     }
+    if (measure) {
+      Synchronize(dev);
+      kept = std::max(kept, CurrentBytes(dev) - before);
+    }
     l.backward();
     HERD_RETURN_IF_ERROR(opt.Step(1e-4));
     loss = l.item<double>();
     return absl::OkStatus();
   };
   try {
-    for (int i = 0; i < warmup; ++i) HERD_RETURN_IF_ERROR(step(i));
+    for (int i = 0; i < warmup; ++i) HERD_RETURN_IF_ERROR(step(i, /*measure=*/true));
     Synchronize(dev);
     ResetPeak(dev);
     const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < steps; ++i) HERD_RETURN_IF_ERROR(step(i));
+    for (int i = 0; i < steps; ++i) HERD_RETURN_IF_ERROR(step(i, /*measure=*/false));
     Synchronize(dev);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tokens_per_s = static_cast<double>(batch * seq * steps) / seconds;
@@ -159,10 +189,12 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
     const int64_t peak = PeakBytes(dev);
     const int64_t peak_rss = ProcStatusBytes("VmHWM:");
     nlohmann::json out = {{"system", "herd"}, {"model", name}, {"device", device}, {"batch", batch}, {"seq", seq},
-                          {"grad_ckpt", grad_ckpt}, {"trainable_params", trainable},
+                          {"grad_ckpt", grad_ckpt}, {"layers", o.reference ? "reference" : "lean"},
+                          {"dtype", bf16 ? "bf16" : "fp32"},
+                          {"trainable_params", trainable},
                           {"loss_chunk", o.full_logits ? nlohmann::json("full") : nlohmann::json(o.loss_chunk)},
                           {"peak_rss_gib", Gib(peak_rss)}, {"step_rss_gib", Gib(peak_rss - rss_before)},
-                          {"step_s", seconds / steps}, {"tokens_per_s", tokens_per_s},
+                          {"kept_gib", Gib(kept)}, {"step_s", seconds / steps}, {"tokens_per_s", tokens_per_s},
                           {"model_tflops", tokens_per_s * fpt / 1e12}, {"flops_per_token", fpt},
                           {"peak_mem_gib", peak < 0 ? nlohmann::json(nullptr) : nlohmann::json(peak / double(1 << 30))},
                           {"loss", loss}};
@@ -186,11 +218,14 @@ int main(int argc, char** argv) {
   app.add_option("--steps", o.steps, "Timed steps")->capture_default_str();
   app.add_option("--warmup", o.warmup, "Untimed steps first")->capture_default_str();
   app.add_option("--device", device, "cpu or cuda:N")->capture_default_str();
+  app.add_option("--dtype", o.dtype, "Frozen weights: bf16 or fp32 (default bf16 on CUDA, fp32 on CPU)");
   app.add_flag("--grad-ckpt", o.grad_ckpt, "Activation checkpointing per decoder layer");
   app.add_option("--loss-chunk", o.loss_chunk, "Trained tokens per output-head + cross-entropy chunk")
       ->capture_default_str();
   app.add_flag("--full-logits", o.full_logits,
                "Unchunked head + cross-entropy (the whole [tokens, vocab] logits), for comparison");
+  app.add_flag("--reference", o.reference,
+               "Decoder layers as plain autograd over ATen ops (what transformers computes), for comparison");
   CLI11_PARSE(app, argc, argv);
   absl::Status s = herd::engine::Bench(model, device, o);
   if (!s.ok()) {

@@ -129,15 +129,20 @@ absl::Status AdamW::Step(double lr) {
   const double bias_correction2_sqrt = std::pow(bias_correction2, 0.5);
   try {
     at::NoGradGuard no_grad;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      at::Tensor& param = params_[i];
-      const at::Tensor grad = param.grad();
-      if (wd != 0) param.mul_(1 - lr * wd);
-      exp_avg_[i].lerp_(grad, 1 - beta1);
-      exp_avg_sq_[i].mul_(beta2).addcmul_(grad, grad, 1 - beta2);
-      at::Tensor denom = (exp_avg_sq_[i].sqrt() / bias_correction2_sqrt).add_(options_.eps);
-      param.addcdiv_(exp_avg_[i], denom, -step_size);
-    }
+    // torch's multi-tensor AdamW (foreach=True) op for op: the same arithmetic per element as its
+    // single-tensor loop, in a handful of kernel launches for all parameters on a GPU instead of
+    // eight per parameter (448 parameters for a LLaMA-3-8B r16 all-linear adapter).
+    std::vector<at::Tensor> grads;
+    grads.reserve(params_.size());
+    for (const at::Tensor& p : params_) grads.push_back(p.grad());
+    if (wd != 0) at::_foreach_mul_(params_, 1 - lr * wd);
+    at::_foreach_lerp_(exp_avg_, grads, 1 - beta1);
+    at::_foreach_mul_(exp_avg_sq_, beta2);
+    at::_foreach_addcmul_(exp_avg_sq_, grads, grads, 1 - beta2);
+    std::vector<at::Tensor> denom = at::_foreach_sqrt(exp_avg_sq_);
+    at::_foreach_div_(denom, bias_correction2_sqrt);
+    at::_foreach_add_(denom, options_.eps);
+    at::_foreach_addcdiv_(params_, exp_avg_, denom, -step_size);
   } catch (const c10::Error& e) {
     // Some parameters may be updated and others not: the run cannot continue from here.
     return TorchError("AdamW step", e);

@@ -1,0 +1,44 @@
+// The elementwise stages of a decoder layer as plain functions with explicit backwards, so that the
+// layer's autograd nodes (model/decoder_ops.h) keep only what is expensive to redo (DESIGN.md §5,
+// issue "The GPU path"): RMSNorm, rotary embedding and SwiGLU. On CUDA each is one hand-written
+// kernel (fused_ops_cuda.cu, built with HERD_WITH_CUDA); elsewhere, and for float64, the same
+// arithmetic as ATen ops. Math is float32 whatever the storage dtype (float64 stays float64);
+// results are rounded to the input's dtype once. Shapes: N rows (tokens), H features, B batch,
+// T tokens per row, Nh heads, D head dim, I intermediate. Throws c10::Error on bad input.
+#ifndef HERD_TRAINER_ENGINE_KERNELS_FUSED_OPS_H_
+#define HERD_TRAINER_ENGINE_KERNELS_FUSED_OPS_H_
+
+#include <ATen/ATen.h>
+
+#include <utility>
+
+namespace herd::engine {
+
+struct RmsNormResult {
+  at::Tensor y;     // x's shape and dtype: w · round(x · rstd)
+  at::Tensor rstd;  // [N] float32 (float64 for float64 x): 1 / sqrt(mean(x²) + eps) per row
+};
+// transformers' LlamaRMSNorm: the normalised row is rounded to x's dtype, then multiplied by w
+// (in x's dtype). x: [..., H] contiguous; w: [H] in x's dtype.
+RmsNormResult RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps);
+// dL/dx for a frozen w, from the forward's x and rstd: rstd · (g − x̂ · mean(g · x̂)) with
+// g = dy · w and x̂ = x · rstd, in float32; returned in x's dtype.
+at::Tensor RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& rstd);
+
+// Rotary embedding of x: [B, T, Nh, D] (one projection's output viewed per head, contiguous) with
+// cos, sin: [B, T, D] (cat(freqs, freqs), in x's dtype): x · cos + rotate_half(x) · sin, where
+// rotate_half(x) = cat(−x[D/2:], x[:D/2]). Returns a new contiguous [B, T, Nh, D].
+at::Tensor RopeForward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
+// The transpose of that rotation applied to dy: dL/dx = dy · cos + rotate_halfᵀ(dy · sin), with
+// rotate_halfᵀ(s) = cat(s[D/2:], −s[:D/2]). Same shapes.
+at::Tensor RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin);
+
+// transformers' LlamaMLP activation: silu(g) rounded to g's dtype, times u. g, u: [..., I].
+at::Tensor SwiGluForward(const at::Tensor& g, const at::Tensor& u);
+// (dL/dg, dL/du) from da and the forward's g and u, in float32 math, returned in g's dtype:
+// du = da · silu(g), dg = da · u · σ(g) · (1 + g · (1 − σ(g))).
+std::pair<at::Tensor, at::Tensor> SwiGluBackward(const at::Tensor& da, const at::Tensor& g, const at::Tensor& u);
+
+}  // namespace herd::engine
+
+#endif  // HERD_TRAINER_ENGINE_KERNELS_FUSED_OPS_H_
