@@ -4,7 +4,9 @@
 # Builds herd-engine with CUDA against that machine's torch and NCCL (the Abseil and CLI11
 # headers it lacks come from device-bundle/, made by scripts/device/make_bundle.sh), then runs
 # `herd-engine --smoke cuda:0`: a bf16 and an fp32 matmul against a float64 reference and a
-# one-rank NCCL all-reduce through Herd's communicator. Prints a short table last.
+# one-rank NCCL all-reduce through Herd's communicator, and the collectives watchdog on a collective
+# that never completes. Prints a short table last. (scripts/device/gpu_check.sh does all of this
+# and the issue's other checks and benchmarks.)
 # HERD_SMOKE_DEVICE=cpu runs the same script on a CPU box (to test the script itself).
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -43,6 +45,9 @@ print(f"{'check':<28}{'result':<12}detail")
 for r in rows:
     if "torch" in r:
         print(f"{'probe':<28}{'':<12}torch {r['torch']}, nccl {r['nccl']}, cuda devices {r['cuda_devices']}")
+    elif r.get("check") == "watchdog":
+        detail = r.get("error") or f"{r['backend']}: fired {r['fired']} after {r['seconds']:.2f} s, aborted {r['aborted']}"
+        print(f"{'watchdog':<28}{'ok' if r['ok'] else 'FAIL':<12}{detail}")
     elif "dtype" in r:
         print(f"{'matmul ' + r['dtype'] + ' ' + r['device']:<28}{'ok' if r['ok'] else 'FAIL':<12}max rel err {r['max_rel_error']:.2e} (n={r['n']})")
     elif "backend" in r:

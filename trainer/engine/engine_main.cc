@@ -37,9 +37,14 @@ int main(int argc, char** argv) {
   app.add_option("--check-job", check_job, "Parse and validate a job file (DESIGN.md §11), print it with defaults")
       ->check(CLI::ExistingFile);
   app.add_option("--smoke", smoke_device,
-                 "Self-check a device (cpu or cuda:N): a matmul against a float64 reference and a one-rank "
-                 "all-reduce through the device's communicator; prints JSON lines");
+                 "Self-check a device (cpu or cuda:N): a matmul against a float64 reference, a one-rank "
+                 "all-reduce through the device's communicator and its watchdog; prints JSON lines");
   app.add_option("--scratch", scratch, "Scratch folder for --smoke")->capture_default_str();
+  double watchdog_seconds = 2;
+  app.add_option("--smoke-watchdog", watchdog_seconds,
+                 "With --smoke: the collective timeout of the watchdog check, a collective that never "
+                 "completes (0 skips it)")
+      ->capture_default_str();
   std::string merge_adapter, merge_model, merge_out;
   app.add_option("--merge-adapter", merge_adapter, "Fold this PEFT adapter into --model and write a full model to --out")
       ->check(CLI::ExistingDirectory);
@@ -82,19 +87,25 @@ int main(int argc, char** argv) {
   }
   if (!smoke_device.empty()) {
     bool ok = true;
-    std::cout << herd::engine::ProbeDevices().dump() << "\n";
+    std::cout << herd::engine::ProbeDevices().dump() << std::endl;
     std::vector<std::string> dtypes = {"float32"};
     if (smoke_device != "cpu") dtypes.push_back("bfloat16");
     for (const std::string& dtype : dtypes) {
       auto m = herd::engine::CheckMatmul(smoke_device, dtype, 512);
       if (!m.ok()) return Fail(m.status(), 1);
       ok = ok && (*m)["ok"].get<bool>();
-      std::cout << m->dump() << "\n";
+      std::cout << m->dump() << std::endl;
     }
     auto a = herd::engine::CheckAllReduceOneRank(smoke_device, scratch);
     if (!a.ok()) return Fail(a.status(), 1);
     ok = ok && (*a)["ok"].get<bool>();
-    std::cout << a->dump() << "\n";
+    std::cout << a->dump() << std::endl;  // flushed: the watchdog check below may be killed
+    if (watchdog_seconds > 0) {
+      auto w = herd::engine::CheckWatchdog(smoke_device, scratch, absl::Seconds(watchdog_seconds));
+      if (!w.ok()) w = nlohmann::json{{"check", "watchdog"}, {"ok", false}, {"error", w.status().ToString()}};
+      ok = ok && (*w)["ok"].get<bool>();
+      std::cout << w->dump() << std::endl;
+    }
     return ok ? 0 : 1;
   }
   std::cerr << "herd-engine: nothing to do; herd-trainer runs it with --protocol=1 (see --help)\n";

@@ -6,7 +6,11 @@
 #include <torch/cuda.h>
 #include <torch/version.h>
 
+#include <atomic>
+#include <chrono>
 #include <filesystem>
+#include <thread>
+#include <vector>
 
 #include "common/strings.h"
 #include "common/status.h"
@@ -34,6 +38,20 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& device) {
     }
   }
   return absl::InvalidArgumentError(herd::StrCat("bad device '", device, "' (want cpu or cuda:N)"));
+}
+
+// Runs the all-reduce that cannot complete, then one more call, and reports both.
+nlohmann::json TimeStalledAllReduce(Communicator& comm, std::span<float> data, absl::Duration timeout) {
+  const absl::Time start = absl::Now();
+  const absl::Status stalled = comm.AllReduceSum(data, timeout);
+  const double seconds = absl::ToDoubleSeconds(absl::Now() - start);
+  const absl::Status after = comm.AllReduceSum(data, absl::Seconds(1));
+  const bool fired = absl::IsDeadlineExceeded(stalled);
+  const bool aborted = absl::IsFailedPrecondition(after);
+  return nlohmann::json{{"check", "watchdog"}, {"backend", comm.backend()}, {"fired", fired},
+                        {"seconds", seconds}, {"timeout_s", absl::ToDoubleSeconds(timeout)},
+                        {"aborted", aborted}, {"status", stalled.ToString()},
+                        {"ok", fired && aborted && seconds < absl::ToDoubleSeconds(timeout) + 10}};
 }
 
 }  // namespace
@@ -110,6 +128,67 @@ absl::StatusOr<nlohmann::json> CheckAllReduceOneRank(const std::string& device,
   } catch (const std::exception& e) {
     return absl::InternalError(herd::StrCat("all-reduce on ", device, ": ", e.what()));
   }
+}
+
+absl::StatusOr<nlohmann::json> CheckWatchdog(const std::string& device, const std::string& scratch_dir,
+                                             absl::Duration timeout) {
+  HERD_ASSIGN_OR_RETURN(at::Device dev, ParseDevice(device));
+  // A fresh folder: an address or id left by an earlier run would send the peer astray.
+  const std::string dir = scratch_dir + "/watchdog";
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(herd::StrCat("cannot create ", dir, ": ", ec.message()));
+  FileRendezvous rendezvous(dir);
+  nlohmann::json result;
+  if (dev.is_cuda()) {
+#ifdef HERD_WITH_NCCL
+    at::Tensor buf;  // declared first so that it outlives the communicator and its stream's work
+    float* data = nullptr;
+    try {
+      buf = at::ones({1024}, at::TensorOptions().dtype(at::kFloat).device(dev));  // [1024]
+      torch::cuda::synchronize();
+      data = buf.data_ptr<float>();
+    } catch (const std::exception& e) {
+      return absl::InternalError(herd::StrCat("watchdog check on ", device, ": ", e.what()));
+    }
+    HERD_ASSIGN_OR_RETURN(std::unique_ptr<NcclCommunicator> comm,
+                          NcclCommunicator::Create({.device = dev.index() < 0 ? 0 : dev.index()}, rendezvous));
+    const std::span<float> span(data, 1024);
+    // A healthy collective first: the watchdog must not fire on a group that works.
+    HERD_RETURN_IF_ERROR(herd::Annotate(comm->AllReduceSum(span, absl::Seconds(60)), "all-reduce before the stall"));
+    HERD_RETURN_IF_ERROR(comm->StallStreamForTest(timeout + absl::Seconds(30)));
+    // Released a second after the deadline whatever happens, in case the abort waits for the stream.
+    std::thread releaser([&comm, timeout] {
+      std::this_thread::sleep_for(absl::ToChronoMilliseconds(timeout + absl::Seconds(1)));
+      comm->ReleaseStallForTest();
+    });
+    result = TimeStalledAllReduce(*comm, span, timeout);
+    releaser.join();
+#else
+    return absl::UnavailableError("this engine was built without NCCL");
+#endif
+  } else {
+    // Rank 1 joins the group and then never takes part: a hung peer.
+    std::atomic<bool> release{false};
+    std::thread peer([&dir, &release] {
+      FileRendezvous peer_rendezvous(dir);
+      auto comm = TcpCommunicator::Create({.rank = 1, .world_size = 2, .connect_timeout = absl::Seconds(30)},
+                                          peer_rendezvous);
+      while (!release.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    });
+    auto comm = TcpCommunicator::Create({.rank = 0, .world_size = 2, .connect_timeout = absl::Seconds(30)},
+                                        rendezvous);
+    if (comm.ok()) {
+      std::vector<float> data(1024, 1.0f);
+      result = TimeStalledAllReduce(**comm, std::span<float>(data), timeout);
+    }
+    release.store(true);
+    peer.join();
+    if (!comm.ok()) return herd::Annotate(comm.status(), "two-rank TCP group for the watchdog check");
+  }
+  result["device"] = device;
+  return result;
 }
 
 }  // namespace herd::engine

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "nlohmann/json.hpp"
 
 namespace herd::engine {
@@ -23,6 +24,16 @@ absl::StatusOr<nlohmann::json> CheckMatmul(const std::string& device, const std:
 // A one-rank all-reduce through the communicator the device would use (NCCL on cuda, TCP on
 // cpu); checks the buffer comes back unchanged. Returns {"backend","elements","ok",...}.
 absl::StatusOr<nlohmann::json> CheckAllReduceOneRank(const std::string& device, const std::string& scratch_dir);
+
+// The collectives watchdog against a collective that never completes: on cuda, a one-rank NCCL
+// communicator whose stream is held by a test hook (NcclCommunicator::StallStreamForTest); on
+// cpu, a two-rank TCP group whose second rank (a thread) joins and then never takes part. The
+// all-reduce must return DEADLINE_EXCEEDED after about `timeout`, and the next call
+// FAILED_PRECONDITION (the communicator is aborted). Returns {"check":"watchdog","backend",
+// "fired","seconds","timeout_s","aborted","ok",...}; `ok` needs fired and aborted and a return
+// within timeout + 10 s.
+absl::StatusOr<nlohmann::json> CheckWatchdog(const std::string& device, const std::string& scratch_dir,
+                                             absl::Duration timeout);
 
 }  // namespace herd::engine
 

@@ -4,6 +4,8 @@
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -13,10 +15,30 @@
 
 namespace herd::engine {
 
+namespace {
+
+// What StallStreamForTest's host function waits on. Shared between the communicator and the
+// host function, which may outlive it (it runs on CUDA's callback thread).
+struct StallGate {
+  std::atomic<bool> released{false};
+  absl::Time give_up;
+};
+
+void CUDART_CB HoldStream(void* arg) {
+  auto* gate = static_cast<std::shared_ptr<StallGate>*>(arg);
+  while (!(*gate)->released.load() && absl::Now() < (*gate)->give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  delete gate;
+}
+
+}  // namespace
+
 struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
   bool aborted = false;
+  std::shared_ptr<StallGate> stall;  // set by StallStreamForTest only
 };
 
 namespace {
@@ -55,6 +77,7 @@ NcclCommunicator::NcclCommunicator(int rank, int world_size, std::unique_ptr<Sta
     : rank_(rank), world_size_(world_size), state_(std::move(state)) {}
 
 NcclCommunicator::~NcclCommunicator() {
+  ReleaseStallForTest();
   if (state_->comm != nullptr) {
     if (state_->aborted) {
       ncclCommAbort(state_->comm);
@@ -149,6 +172,24 @@ absl::Status NcclCommunicator::AllReduce(void* data, size_t count, int nccl_dtyp
   stats_.bytes += bytes;
   stats_.seconds += absl::ToDoubleSeconds(absl::Now() - start);
   return absl::OkStatus();
+}
+
+absl::Status NcclCommunicator::StallStreamForTest(absl::Duration max_hold) {
+  if (state_->stall != nullptr) return absl::FailedPreconditionError("the stream is already stalled");
+  auto gate = std::make_shared<StallGate>();
+  gate->give_up = absl::Now() + max_hold;
+  auto* arg = new std::shared_ptr<StallGate>(gate);
+  cudaError_t e = cudaLaunchHostFunc(state_->stream, HoldStream, arg);
+  if (e != cudaSuccess) {
+    delete arg;
+    return CudaError(e, "cudaLaunchHostFunc");
+  }
+  state_->stall = std::move(gate);
+  return absl::OkStatus();
+}
+
+void NcclCommunicator::ReleaseStallForTest() {
+  if (state_->stall != nullptr) state_->stall->released.store(true);
 }
 
 absl::Status NcclCommunicator::AllReduceSum(std::span<float> data, absl::Duration timeout) {

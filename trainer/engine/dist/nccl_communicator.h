@@ -40,6 +40,15 @@ class NcclCommunicator final : public Communicator {
   CollectiveStats stats() const override { return stats_; }
   std::string backend() const override { return "nccl"; }
 
+  // Test hook for the watchdog self-check (`herd-engine --smoke cuda:N`), nothing else: holds
+  // this communicator's stream with a host function that blocks until ReleaseStallForTest() or
+  // until `max_hold` has passed, so the next collective cannot complete — a peer that never
+  // arrives. The bound keeps a forgotten release from wedging the process for good (aborting a
+  // communicator may wait for its stream). Once StallStreamForTest() has returned,
+  // ReleaseStallForTest() may be called from any thread; the destructor releases too.
+  absl::Status StallStreamForTest(absl::Duration max_hold);
+  void ReleaseStallForTest();
+
  private:
   struct State;
   NcclCommunicator(int rank, int world_size, std::unique_ptr<State> state);
