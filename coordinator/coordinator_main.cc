@@ -234,6 +234,9 @@ int main(int argc, char** argv) {
     }
     progress.Forget(job_id);
   };
+  control_options.on_published = [&progress](const std::string& job_id, int64_t step) {
+    progress.CompleteThrough(job_id, step);
+  };
   control_options.on_events = [job_metrics](const herd::coordinator::SchedulerEvents& events) {
     job_metrics->OnSchedulerEvents(events);
   };

@@ -481,6 +481,7 @@ absl::Status JobControl::PublishFinal(const std::string& job_id, const store::Ne
                                          {.message = StrCat("adapter published (step ", checkpoint.step, ")")})
                              .status());
   }
+  if (options_.on_published) options_.on_published(job_id, checkpoint.step);
   if (auto events = scheduler_->Finish(job_id, JobEnd::kSucceeded, "adapter published"); events.ok()) {
     (void)Persist(*events);
   }

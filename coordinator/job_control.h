@@ -57,6 +57,9 @@ struct JobControlOptions {
   PreparerOptions preparer;
   // Called (on the caller's thread) whenever a job reaches a final state through this class.
   std::function<void(const std::string& job_id)> on_final;
+  // Called (before on_final) when a job's final adapter of `step` is published: every rank has
+  // finished that step (ProgressBoard::CompleteThrough). Default: none.
+  std::function<void(const std::string& job_id, int64_t step)> on_published;
   // Called with every set of scheduler events Persist() records (metrics). Default: none.
   std::function<void(const SchedulerEvents& events)> on_events;
   // Called when a job's preparation succeeded: its wall time and the tokens it produced

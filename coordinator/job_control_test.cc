@@ -55,6 +55,7 @@ class JobControlTest : public store::testing::StoreTest {
     JobControlOptions options;
     options.preparer = {.herd_prepare = wrapper, .work_dir = root_ + "/prepare"};
     options.on_final = [this](const std::string& id) { finals_.push_back(id); };
+    options.on_published = [this](const std::string& id, int64_t step) { published_.emplace_back(id, step); };
     control_ = std::make_unique<JobControl>(store_.get(), scheduler_.get(), options);
     control_->Start();
   }
@@ -98,6 +99,7 @@ class JobControlTest : public store::testing::StoreTest {
   std::unique_ptr<Scheduler> scheduler_;
   std::unique_ptr<JobControl> control_;
   std::vector<std::string> finals_;
+  std::vector<std::pair<std::string, int64_t>> published_;
 };
 
 TEST_F(JobControlTest, PreparationQueuesTheJobAndTheCacheServesTheSameContent) {
@@ -199,6 +201,7 @@ TEST_F(JobControlTest, ABrokenFinalAdapterFailsPublication) {
   ASSERT_TRUE(after.ok());
   EXPECT_EQ(after->state, JobState::kFailed);
   EXPECT_NE(after->failure->message.find("publication checks"), std::string::npos) << after->failure->message;
+  EXPECT_TRUE(published_.empty()) << "a refused adapter completes no step";
 }
 
 }  // namespace

@@ -99,6 +99,22 @@ void ProgressBoard::Report(const std::string& job_id, int world_size,
   if (changed) TouchLocked(e);
 }
 
+void ProgressBoard::CompleteThrough(const std::string& job_id, int64_t step) {
+  absl::MutexLock lock(&mu_);
+  auto found = jobs_.find(job_id);
+  if (found == jobs_.end()) return;
+  JobEntry& e = found->second;
+  bool changed = false;
+  for (auto it = e.pending.begin(); it != e.pending.end() && it->first <= step;) {
+    if (it->second.rank0) {
+      CountStepLocked(e, it->first, it->second);
+      changed = true;
+    }
+    it = e.pending.erase(it);
+  }
+  if (changed) TouchLocked(e);
+}
+
 void ProgressBoard::SetTotalSteps(const std::string& job_id, int64_t total_steps) {
   absl::MutexLock lock(&mu_);
   JobEntry& e = EntryLocked(job_id);

@@ -113,6 +113,11 @@ class ProgressBoard {
   // view, nullopt when unknown).
   std::optional<JobProgressView> WaitForChange(const std::string& job_id, int64_t after_version,
                                                absl::Time deadline) const;
+  // Every rank has finished the steps up to `step`: the job's final adapter, taken after the
+  // last step's all-reduce, was published. Steps up to it that rank 0 reported are counted even
+  // where another rank's report has not arrived yet (it may come after the job ended, and be
+  // dropped with it); rank 0 carries the global figures.
+  void CompleteThrough(const std::string& job_id, int64_t step);
   // Drops the job (it reached a final state); wakes its waiters. A later Report of it starts
   // afresh.
   void Forget(const std::string& job_id);

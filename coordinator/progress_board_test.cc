@@ -72,6 +72,27 @@ TEST(ProgressBoardTest, StepCountsWhenEveryRankReported) {
   EXPECT_EQ(ranks[1].step, 2);
 }
 
+TEST(ProgressBoardTest, PublishedJobCountsTheStepsRankZeroReported) {
+  // Rank 0 reported its last steps before its final checkpoint; rank 1's last report is still on
+  // its way when the adapter is published.
+  ProgressBoard board;
+  board.Report("j", 2, {Point(0, 1, 3.0), Point(0, 2, 2.5), Point(0, 3, 2.0)}, {});
+  board.Report("j", 2, {Point(1, 1)}, {});
+  ASSERT_EQ(board.Get("j")->step, 1);
+  const int64_t before = board.Version("j");
+  board.CompleteThrough("j", 3);
+  auto v = board.Get("j");
+  EXPECT_EQ(v->step, 3);
+  EXPECT_EQ(v->loss, 2.0);
+  ASSERT_EQ(v->loss_history.size(), 3u);
+  EXPECT_EQ(v->loss_history[2], std::make_pair(int64_t{3}, 2.0));
+  EXPECT_GT(board.Version("j"), before);
+  board.Report("j", 2, {Point(1, 2), Point(1, 3)}, {});  // late: ignored, nothing counted twice
+  EXPECT_EQ(board.Get("j")->loss_history.size(), 3u);
+  board.CompleteThrough("job_unknown", 3);  // nothing to do
+  EXPECT_EQ(board.Get("job_unknown"), std::nullopt);
+}
+
 TEST(ProgressBoardTest, RetriesAndBadRanksAreIgnored) {
   ProgressBoard board;
   board.Report("j", 1, {Point(0, 1), Point(0, 2)}, {});
