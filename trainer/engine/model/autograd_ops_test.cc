@@ -14,6 +14,7 @@
 
 #include "common/strings.h"
 #include "trainer/engine/model/llama.h"
+#include "trainer/engine/model/small_model_testing.h"
 
 namespace herd::engine {
 namespace {
@@ -67,40 +68,13 @@ TEST(CheckpointedTest, NoGradModeIsPlainCall) {
 class ModelPathsTest : public testing::Test {
  protected:
   void Build(double dropout) {
-    LlamaConfig c;
-    c.vocab_size = 97;
-    c.hidden_size = 32;
-    c.intermediate_size = 48;
-    c.num_layers = 3;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 8;
-    c.max_position_embeddings = 64;
-    auto m = LlamaModel::Random(c, LoadOptions{.dtype = dtype_}, /*seed=*/5);
-    ASSERT_TRUE(m.ok()) << m.status();
-    model_ = std::move(*m);
     LoraOptions lora{.r = 4, .alpha = 8, .dropout = dropout};
     for (const ProjInfo& p : kProjTable) lora.targets.push_back(p.proj);
-    ASSERT_TRUE(model_->EnableLora(lora, 7).ok());
     auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
-    {
-      at::NoGradGuard no_grad;
-      for (const LlamaModel::Adapter& ad : model_->adapters()) {
-        at::Tensor b = ad.b;
-        b.copy_(0.05 * at::randn(b.sizes(), gen, at::kFloat));
-      }
-    }
-    const int64_t T = 13;
-    batch_.input_ids = at::randint(0, c.vocab_size, {3, T}, gen, at::kLong);
-    at::Tensor packed_pos = at::cat({at::arange(5, at::kLong), at::arange(8, at::kLong)});
-    at::Tensor plain_pos = at::arange(T, at::kLong);
-    batch_.position_ids = at::stack({packed_pos, plain_pos, plain_pos});
-    batch_.doc_ids = at::stack({at::cat({at::zeros({5}, at::kLong), at::ones({8}, at::kLong)}),
-                                at::zeros({T}, at::kLong), at::zeros({T}, at::kLong)});
-    batch_.targets = at::cat({batch_.input_ids.narrow(1, 1, T - 1), at::full({3, 1}, -100, at::kLong)}, 1);
-    batch_.targets.index_put_({0, 4}, -100);
-    batch_.targets.select(0, 2).fill_(-100);  // a row without labels
-    batch_.sequence_ids = {4, 17, 30};
+    auto m = test_models::SmallLoraLlama(dtype_, at::kFloat, lora, gen);
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = std::move(*m);
+    batch_ = test_models::ThreeRowBatch(gen, /*packed=*/true, /*trained_in_last_row=*/0);  // a row without labels
   }
 
   struct Result {

@@ -13,6 +13,7 @@
 
 #include "common/strings.h"
 #include "trainer/engine/model/llama.h"
+#include "trainer/engine/model/small_model_testing.h"
 
 namespace herd::engine {
 namespace {
@@ -34,50 +35,18 @@ struct Options {
   std::vector<Proj> targets = {Proj::kQ, Proj::kK, Proj::kV, Proj::kO, Proj::kGate, Proj::kUp, Proj::kDown};
 };
 
-// A small LLaMA (GQA 4/2, untied head) with LoRA (B != 0) and three rows: packed (documents of 5
-// and 8 tokens), plain causal, and a row with one token trained.
+// The small LLaMA of small_model_testing.h, rows packed or plain, the last row with two trained
+// positions.
 class LeanLayersTest : public testing::Test {
  protected:
   void Build(const Options& o) {
-    LlamaConfig c;
-    c.vocab_size = 97;
-    c.hidden_size = 32;
-    c.intermediate_size = 48;
-    c.num_layers = 3;
-    c.num_heads = 4;
-    c.num_kv_heads = 2;
-    c.head_dim = 8;
-    c.max_position_embeddings = 64;
     const at::ScalarType lora_dtype = o.dtype == at::kDouble ? at::kDouble : at::kFloat;
-    auto m = LlamaModel::Random(c, LoadOptions{.dtype = o.dtype, .lora_dtype = lora_dtype}, /*seed=*/5);
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
+    auto m = test_models::SmallLoraLlama(o.dtype, lora_dtype, {.r = 4, .alpha = 8, .dropout = o.dropout, .targets = o.targets},
+                                     gen);
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = std::move(*m);
-    LoraOptions lora{.r = 4, .alpha = 8, .dropout = o.dropout, .targets = o.targets};
-    ASSERT_TRUE(model_->EnableLora(lora, 7).ok());
-    auto gen = at::make_generator<at::CPUGeneratorImpl>(11);
-    {
-      at::NoGradGuard no_grad;
-      for (const LlamaModel::Adapter& ad : model_->adapters()) {
-        at::Tensor b = ad.b;
-        b.copy_(0.05 * at::randn(b.sizes(), gen, at::kDouble));
-      }
-    }
-    const int64_t T = 13;
-    batch_ = Batch();
-    batch_.input_ids = at::randint(0, c.vocab_size, {3, T}, gen, at::kLong);
-    at::Tensor plain_pos = at::arange(T, at::kLong);
-    if (o.packed) {
-      at::Tensor packed_pos = at::cat({at::arange(5, at::kLong), at::arange(8, at::kLong)});
-      batch_.position_ids = at::stack({packed_pos, plain_pos, plain_pos});
-      batch_.doc_ids = at::stack({at::cat({at::zeros({5}, at::kLong), at::ones({8}, at::kLong)}),
-                                  at::zeros({T}, at::kLong), at::zeros({T}, at::kLong)});
-    } else {
-      batch_.position_ids = plain_pos.expand({3, T}).contiguous();
-    }
-    batch_.targets = at::cat({batch_.input_ids.narrow(1, 1, T - 1), at::full({3, 1}, -100, at::kLong)}, 1);
-    batch_.targets.index_put_({0, 4}, -100);
-    batch_.targets.select(0, 2).narrow(0, 0, T - 3).fill_(-100);
-    batch_.sequence_ids = {4, 17, 30};
+    batch_ = test_models::ThreeRowBatch(gen, o.packed, /*trained_in_last_row=*/2);
   }
 
   struct Result {
