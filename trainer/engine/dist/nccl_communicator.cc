@@ -37,6 +37,9 @@ void CUDART_CB HoldStream(void* arg) {
 struct NcclCommunicator::State {
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;
+  cudaEvent_t compute_done = nullptr;  // recorded on the legacy default stream before each call
+  void* staging = nullptr;             // device copy of host data (AllReduce of host spans)
+  size_t staging_bytes = 0;
   bool aborted = false;
   std::shared_ptr<StallGate> stall;  // set by StallStreamForTest only
 };
@@ -88,6 +91,8 @@ NcclCommunicator::~NcclCommunicator() {
     }
   }
   if (state_->stream != nullptr) cudaStreamDestroy(state_->stream);
+  if (state_->compute_done != nullptr) cudaEventDestroy(state_->compute_done);
+  if (state_->staging != nullptr) cudaFree(state_->staging);
 }
 
 absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
@@ -117,6 +122,8 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   auto state = std::make_unique<State>();
   ce = cudaStreamCreateWithFlags(&state->stream, cudaStreamNonBlocking);
   if (ce != cudaSuccess) return CudaError(ce, "cudaStreamCreate");
+  ce = cudaEventCreateWithFlags(&state->compute_done, cudaEventDisableTiming);
+  if (ce != cudaSuccess) return CudaError(ce, "cudaEventCreate");
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
   ncclResult_t r = ncclCommInitRankConfig(&state->comm, o.world_size, id, o.rank, &config);
@@ -136,7 +143,38 @@ absl::Status NcclCommunicator::AllReduce(void* data, size_t count, int nccl_dtyp
   if (state_->aborted) return absl::FailedPreconditionError("communicator was aborted after an earlier failure");
   const absl::Time start = absl::Now();
   const absl::Time deadline = start + timeout;
-  ncclResult_t r = ncclAllReduce(data, data, count, static_cast<ncclDataType_t>(nccl_dtype), ncclSum,
+  // Host data (the engine's loss and token sums) goes through a device buffer: NCCL reads and
+  // writes device memory only.
+  cudaPointerAttributes where{};
+  const bool on_host = cudaPointerGetAttributes(&where, data) != cudaSuccess ||
+                       (where.type != cudaMemoryTypeDevice && where.type != cudaMemoryTypeManaged);
+  cudaGetLastError();  // an unregistered host pointer may leave an error behind on older runtimes
+  void* buffer = data;
+  if (on_host) {
+    if (state_->staging_bytes < bytes) {
+      if (state_->staging != nullptr) cudaFree(state_->staging);
+      state_->staging = nullptr;
+      state_->staging_bytes = 0;
+      if (cudaError_t e = cudaMalloc(&state_->staging, bytes); e != cudaSuccess) {
+        return CudaError(e, "all-reduce staging buffer");
+      }
+      state_->staging_bytes = bytes;
+    }
+    buffer = state_->staging;
+    if (cudaError_t e = cudaMemcpy(buffer, data, bytes, cudaMemcpyHostToDevice); e != cudaSuccess) {
+      return CudaError(e, "all-reduce staging copy");
+    }
+  } else {
+    // Device data was written by torch's kernels on the legacy default stream (the engine never
+    // switches streams); the communicator's stream does not synchronise with it by itself.
+    if (cudaError_t e = cudaEventRecord(state_->compute_done, cudaStreamLegacy); e != cudaSuccess) {
+      return CudaError(e, "cudaEventRecord");
+    }
+    if (cudaError_t e = cudaStreamWaitEvent(state_->stream, state_->compute_done, 0); e != cudaSuccess) {
+      return CudaError(e, "cudaStreamWaitEvent");
+    }
+  }
+  ncclResult_t r = ncclAllReduce(buffer, buffer, count, static_cast<ncclDataType_t>(nccl_dtype), ncclSum,
                                  state_->comm, state_->stream);
   absl::Status s;
   if (r != ncclSuccess && r != ncclInProgress) s = NcclError(r, "ncclAllReduce");
@@ -167,6 +205,12 @@ absl::Status NcclCommunicator::AllReduce(void* data, size_t count, int nccl_dtyp
     ncclCommAbort(state_->comm);
     state_->comm = nullptr;
     return s;
+  }
+  // The stream has finished (the watchdog loop saw it): the staged result can come back.
+  if (on_host) {
+    if (cudaError_t e = cudaMemcpy(data, buffer, bytes, cudaMemcpyDeviceToHost); e != cudaSuccess) {
+      return CudaError(e, "all-reduce result copy");
+    }
   }
   ++stats_.sequence;
   stats_.bytes += bytes;

@@ -33,8 +33,9 @@ class NcclCommunicator final : public Communicator {
 
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
-  // `data` is device memory; the caller has finished writing it (the engine synchronises its
-  // compute stream first). Returns when the result is in place.
+  // `data` is device or host memory. Device data is read after the work already queued on the
+  // legacy default stream (where torch's kernels run: the engine never switches streams); host
+  // data goes through a device buffer. Returns when the result is in place.
   absl::Status AllReduceSum(std::span<float> data, absl::Duration timeout) override;
   absl::Status AllReduceSum(std::span<double> data, absl::Duration timeout) override;
   CollectiveStats stats() const override { return stats_; }

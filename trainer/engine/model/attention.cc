@@ -7,6 +7,8 @@
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 
+#include <atomic>
+#include <iostream>
 #include <limits>
 #include <optional>
 #include <tuple>
@@ -134,10 +136,25 @@ class SdpaRecompute : public torch::autograd::Function<SdpaRecompute> {
   }
 };
 
+// Set once the flash kernel refused a call (kAuto): from then on every call takes SDPA, and says so
+// once. A library mismatch must cost speed, not the run.
+std::atomic<bool> g_flash_refused{false};
+
+// The [B, 1, T, T] block-diagonal causal mask of a layout built without one, from its cu_seqlens:
+// token p of the flattened batch belongs to the last document starting at or before p.
+at::Tensor MaskFromCuSeqlens(const AttentionLayout& layout) {
+  const int64_t B = layout.batch, T = layout.tokens;
+  at::Tensor positions = at::arange(B * T, layout.cu_seqlens.options().dtype(at::kLong));
+  at::Tensor doc = at::searchsorted(layout.cu_seqlens.to(at::kLong), positions, /*out_int32=*/false, /*right=*/true)
+                       .view({B, T});  // [B, T]
+  at::Tensor causal = at::ones({T, T}, positions.options().dtype(at::kBool)).tril();
+  return (doc.unsqueeze(2) == doc.unsqueeze(1)).logical_and(causal).unsqueeze(1);
+}
+
 }  // namespace
 
 bool FlashAttentionApplies(at::Device device, at::ScalarType dtype, int64_t head_dim) {
-  if (!device.is_cuda()) return false;
+  if (!device.is_cuda() || g_flash_refused.load(std::memory_order_relaxed)) return false;
   if (dtype != at::kBFloat16 && dtype != at::kHalf) return false;
   if (head_dim <= 0 || head_dim > 256 || head_dim % 8 != 0) return false;
 #ifdef HERD_WITH_CUDA
@@ -210,14 +227,21 @@ at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::T
   if (flash_applies) {
     TORCH_CHECK(layout.cu_seqlens.defined() && layout.cu_seqlens.device() == q.device(),
                 "CausalAttention: the layout's cu_seqlens must be on ", q.device());
-    at::Tensor out = FlashVarlen::apply(q.contiguous().view({B * T, Nq, D}), k.contiguous().view({B * T, Nkv, D}),
-                                        v.contiguous().view({B * T, Nkv, D}), layout.cu_seqlens, layout.max_seqlen,
-                                        scale);  // [N, Nq, D]
-    return out.view({B, T, Nq, D});
+    try {
+      at::Tensor out = FlashVarlen::apply(q.contiguous().view({B * T, Nq, D}), k.contiguous().view({B * T, Nkv, D}),
+                                          v.contiguous().view({B * T, Nkv, D}), layout.cu_seqlens, layout.max_seqlen,
+                                          scale);  // [N, Nq, D]
+      return out.view({B, T, Nq, D});
+    } catch (const c10::Error& e) {
+      if (backend == AttentionBackend::kFlash || g_flash_refused.exchange(true)) throw;
+      std::cerr << "herd: the varlen flash attention kernel refused a call (" << e.what_without_backtrace()
+                << "); attention takes scaled_dot_product_attention from now on, more slowly" << std::endl;
+    }
   }
-  TORCH_CHECK(!layout.packed || layout.mask.defined(),
+  if (!layout.packed) return SdpaRecompute::apply(q, k, v, std::nullopt, scale);
+  TORCH_CHECK(layout.mask.defined() || layout.cu_seqlens.defined(),
               "CausalAttention: packed rows off the flash path need the layout built with_mask");
-  return SdpaRecompute::apply(q, k, v, layout.packed ? std::optional<at::Tensor>(layout.mask) : std::nullopt, scale);
+  return SdpaRecompute::apply(q, k, v, layout.mask.defined() ? layout.mask : MaskFromCuSeqlens(layout), scale);
 }
 
 }  // namespace herd::engine

@@ -187,9 +187,17 @@ TEST(CausalAttentionTest, RefusesBadInput) {
   EXPECT_THROW(CausalAttention(q.narrow(1, 0, 4), kv2.narrow(1, 0, 4), kv2.narrow(1, 0, 4), plain, 1.0),
                c10::Error);  // T differs from the layout's
   EXPECT_THROW(CausalAttention(q, kv2, kv2, plain, 1.0, AttentionBackend::kFlash), c10::Error);  // CPU
-  AttentionLayout no_mask = MakeAttentionLayout(DocIds({{4, 4}, {8}}, kT), kB, kT, at::kCPU, /*with_mask=*/false);
-  EXPECT_FALSE(no_mask.mask.defined());
-  EXPECT_THROW(CausalAttention(q, kv2, kv2, no_mask, 1.0), c10::Error);
+}
+
+TEST(CausalAttentionTest, PackedLayoutWithoutMaskRebuildsItOffTheFlashPath) {
+  // Layouts made for the flash kernel carry no mask; should the SDPA path get one (no flash on
+  // this device, or the kernel refused), the mask comes from cu_seqlens.
+  const std::vector<std::vector<int64_t>> docs = {{4, 4}, {1, 2, 5}};
+  AttentionLayout no_mask = MakeAttentionLayout(DocIds(docs, kT), kB, kT, at::kCPU, /*with_mask=*/false);
+  AttentionLayout masked = MakeAttentionLayout(DocIds(docs, kT), kB, kT, at::kCPU);
+  ASSERT_FALSE(no_mask.mask.defined());
+  at::Tensor q = at::randn({kB, kT, 4, kD}, at::kDouble), kv = at::randn({kB, kT, 2, kD}, at::kDouble);
+  EXPECT_TRUE(at::equal(CausalAttention(q, kv, kv, no_mask, 0.4), CausalAttention(q, kv, kv, masked, 0.4)));
 }
 
 TEST(AttentionLayoutTest, PlainRows) {

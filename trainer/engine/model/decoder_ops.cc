@@ -141,8 +141,9 @@ class LayerNode : public torch::autograd::Node {
     out[slot_[p.k]] = da;
     out[slot_[p.k] + 1] = db;
   }
-  static at::Tensor OrZeros(const at::Tensor& g, const at::Tensor& like) {
-    return g.defined() ? g.contiguous() : at::zeros_like(like);
+  // An output's incoming gradient, or zeros of its shape where autograd passed none.
+  static at::Tensor OrZeros(const at::Tensor& g, at::IntArrayRef sizes, const at::TensorOptions& options) {
+    return g.defined() ? g.contiguous() : at::zeros(sizes, options);
   }
   int slot_[kNumProj] = {};
 };
@@ -174,9 +175,9 @@ class QkvNode : public LayerNode {
   variable_list apply(variable_list&& grads) override {
     TORCH_CHECK(x.defined(), "QkvNode: backward ran twice (retain_graph is not supported)");
     const int64_t N = B * T;
-    at::Tensor dy[3] = {RopeBackward(OrZeros(grads[0], at::empty({B, T, Nq, D}, x.options())), cos, sin),
-                        RopeBackward(OrZeros(grads[1], at::empty({B, T, Nkv, D}, x.options())), cos, sin),
-                        OrZeros(grads[2], at::empty({B, T, Nkv, D}, x.options()))};
+    at::Tensor dy[3] = {RopeBackward(OrZeros(grads[0], {B, T, Nq, D}, x.options()), cos, sin),
+                        RopeBackward(OrZeros(grads[1], {B, T, Nkv, D}, x.options()), cos, sin),
+                        OrZeros(grads[2], {B, T, Nkv, D}, x.options())};
     const at::Tensor x2d = x.view({N, x.size(-1)});
     bool need_h = false;
     for (const ProjCtx& p : proj) need_h = need_h || WantA(p);
@@ -212,7 +213,7 @@ class LinearNode : public LayerNode {
     TORCH_CHECK(x.defined() || !proj.adapted(), "LinearNode: backward ran twice (retain_graph is not supported)");
     const int64_t N = B * T;
     const int64_t out_features = proj.w.size(0);
-    at::Tensor dy = OrZeros(grads[0], at::empty({N, out_features}, proj.w.options())).view({N, out_features});
+    at::Tensor dy = OrZeros(grads[0], {N, out_features}, proj.w.options()).view({N, out_features});
     const bool want_x = WantX();
     at::Tensor dx, da, db;
     ProjectBackward(proj, dy, x.defined() ? x.view({N, -1}) : x, xa, B, T, want_x ? &dx : nullptr, WantA(proj),
@@ -241,7 +242,7 @@ class MlpNode : public LayerNode {
   variable_list apply(variable_list&& grads) override {
     TORCH_CHECK(x.defined(), "MlpNode: backward ran twice (retain_graph is not supported)");
     const int64_t N = B * T, H = x.size(-1);
-    at::Tensor dy = OrZeros(grads[0], x).view({N, H});
+    at::Tensor dy = OrZeros(grads[0], x.sizes(), x.options()).view({N, H});
     variable_list out(num_outputs());
     // Down: its input a = SwiGLU(g, u) is made again only for A's gradient.
     at::Tensor a = WantA(down) ? SwiGluForward(g, u) : at::Tensor();

@@ -15,6 +15,7 @@
 #include <torch/cuda.h>
 #ifdef HERD_WITH_CUDA
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
 
 #include "CLI/CLI.hpp"
@@ -52,10 +53,15 @@ void Synchronize(const at::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize();
 }
 
+#ifdef HERD_WITH_CUDA
+// The allocator's statistics want a real index: "cuda" (no index) is the current device.
+c10::DeviceIndex CudaIndex(const at::Device& d) { return d.has_index() ? d.index() : c10::cuda::current_device(); }
+#endif
+
 int64_t PeakBytes(const at::Device& d) {
 #ifdef HERD_WITH_CUDA
   if (d.is_cuda()) {
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(CudaIndex(d));
     return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
   }
 #endif
@@ -69,7 +75,7 @@ int64_t ProcStatusBytes(const std::string& key);
 int64_t CurrentBytes(const at::Device& d) {
 #ifdef HERD_WITH_CUDA
   if (d.is_cuda()) {
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(d.index());
+    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(CudaIndex(d));
     return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
   }
 #endif
@@ -78,7 +84,7 @@ int64_t CurrentBytes(const at::Device& d) {
 
 void ResetPeak(const at::Device& d) {
 #ifdef HERD_WITH_CUDA
-  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(d.index());
+  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(CudaIndex(d));
 #endif
 }
 
