@@ -168,7 +168,9 @@ def cmd_report(args):
             lines.append(f"{name:<24}{'SKIP':<6}{s['skipped']}")
         elif s.get("rc") not in (0, None):
             why = "timed out" if s.get("rc") in (124, 137) else f"exit {s.get('rc')}"
-            lines.append(f"{name[:23]:<24}{'FAIL':<6}{why} after {s.get('seconds')} s")
+            # Ablations are informational: they fail nothing.
+            v = "info" if name.startswith("ablation_") else "FAIL"
+            lines.append(f"{name[:23]:<24}{v:<6}{why} after {s.get('seconds')} s")
 
     bench = {r["row"]: r for r in rows if r.get("check") == "bench" and "tokens_per_s" in r}
     bench_fail = {r["row"]: r for r in rows if r.get("check") == "bench" and "tokens_per_s" not in r}
@@ -221,6 +223,23 @@ def cmd_report(args):
         vs = f", Herd {h['tokens_per_s'] / r['tokens_per_s']:.2f}x that" if h else ""
         table.append(f"  also: {r['row']} {r.get('kind')} baseline {num(r['tokens_per_s'], ',.0f')} tok/s, "
                      f"{num(r.get('peak_mem_gib'), '.1f')} GiB{vs}")
+    # What each part is worth: the 1B row's Herd figure against the same shape with one part off.
+    full = bench.get("1b-b8")
+    ablations = []
+    for r in rows:
+        if r.get("check") != "ablation":
+            continue
+        if "tokens_per_s" not in r:
+            ablations.append(f"  without {r.get('variant')}: {r.get('error', 'failed')[:100]}")
+            continue
+        vs = f", Herd {full['tokens_per_s'] / r['tokens_per_s']:.2f}x its speed" if full else ""
+        ablations.append(f"  {r.get('variant'):<18}{num(r['tokens_per_s'], ',.0f'):>10} tok/s, peak "
+                         f"{num(r.get('peak_mem_gib'), '.1f')} GiB, kept {num(r.get('kept_gib'), '.1f')} GiB{vs}")
+    if ablations:
+        full_line = (f"  {'all on':<18}{num(full['tokens_per_s'], ',.0f'):>10} tok/s, peak "
+                     f"{num(full.get('peak_mem_gib'), '.1f')} GiB, kept {num(full.get('kept_gib'), '.1f')} GiB"
+                     if full else "  all on: no 1b-b8 figure")
+        table += ["", "1B b8 with one part off (what each is worth):", full_line] + ablations
     failed = any(l[24:30].strip() == "FAIL" for l in lines) or any(v != "PASS" for v in verdicts)
     timing = ", ".join(f"{s['name']} {s.get('seconds', 0)} s" for s in steps if not s.get("skipped"))
     print("\nGPU check")
@@ -236,6 +255,8 @@ def cmd_report(args):
         f.write("\n".join(md) + "\n\n")
         for r in others:
             f.write(f"- also: {r['row']} {r.get('kind')} baseline {num(r['tokens_per_s'], ',.0f')} tok/s\n")
+        if ablations:
+            f.write("\n1B b8 with one part off:\n\n```\n" + "\n".join([full_line] + ablations) + "\n```\n")
         f.write(f"\nSteps: {timing}\n")
     print("overall: " + ("FAIL" if failed else "PASS"))
     return 1 if failed else 0

@@ -5,6 +5,7 @@
 
 #include <c10/core/GradMode.h>
 
+#include "trainer/engine/kernels/fused_ops.h"
 #ifdef HERD_WITH_CUDA
 #include "trainer/engine/kernels/cross_entropy_cuda.h"
 #endif
@@ -54,7 +55,7 @@ CrossEntropyChunkResult CrossEntropyChunk(at::Tensor& logits, const at::Tensor& 
 CrossEntropyChunkResult CrossEntropyChunk(at::Tensor& logits, const at::Tensor& targets, bool grad) {
   CheckInputs(logits, targets);
 #ifdef HERD_WITH_CUDA
-  if (logits.is_cuda()) {
+  if (logits.is_cuda() && FusedKernelsEnabled()) {
     if (auto r = cuda_kernels::CrossEntropyChunk(logits, targets, grad)) return *std::move(r);
   }
 #endif

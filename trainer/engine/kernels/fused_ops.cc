@@ -4,6 +4,8 @@
 // engine is built with HERD_WITH_CUDA.
 #include "trainer/engine/kernels/fused_ops.h"
 
+#include <atomic>
+
 #include "trainer/engine/kernels/fused_ops_reference.h"
 #ifdef HERD_WITH_CUDA
 #include "trainer/engine/kernels/fused_ops_cuda.h"
@@ -101,13 +103,20 @@ std::pair<at::Tensor, at::Tensor> SwiGluBackward(const at::Tensor& da, const at:
 
 }  // namespace reference
 
+namespace {
+std::atomic<bool> g_fused_kernels{true};
+}  // namespace
+
+void SetFusedKernelsEnabled(bool on) { g_fused_kernels.store(on); }
+bool FusedKernelsEnabled() { return g_fused_kernels.load(std::memory_order_relaxed); }
+
 // The CUDA kernels where they apply; otherwise (and on every other device) the reference.
 #ifdef HERD_WITH_CUDA
-#define HERD_TRY_CUDA(cond, call)            \
-  do {                                       \
-    if (cond) {                              \
-      if (auto r = call) return *std::move(r); \
-    }                                        \
+#define HERD_TRY_CUDA(cond, call)                \
+  do {                                           \
+    if ((cond) && FusedKernelsEnabled()) {       \
+      if (auto r = call) return *std::move(r);   \
+    }                                            \
   } while (false)
 #else
 #define HERD_TRY_CUDA(cond, call) \

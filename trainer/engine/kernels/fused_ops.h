@@ -14,6 +14,12 @@
 
 namespace herd::engine {
 
+// Whether CUDA tensors take the hand-written kernels (this file's, the LoRA dropout mask's and the
+// output head's cross-entropy) or the ATen reference. On by default; off only to measure what the
+// kernels are worth (`herd-bench --no-fused-kernels`). Process-wide.
+void SetFusedKernelsEnabled(bool on);
+bool FusedKernelsEnabled();
+
 struct RmsNormResult {
   at::Tensor y;     // x's shape and dtype: w · round(x · rstd)
   at::Tensor rstd;  // [N] float32 (float64 for float64 x): 1 / sqrt(mean(x²) + eps) per row

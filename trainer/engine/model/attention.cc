@@ -139,6 +139,7 @@ class SdpaRecompute : public torch::autograd::Function<SdpaRecompute> {
 // Set once the flash kernel refused a call (kAuto): from then on every call takes SDPA, and says so
 // once. A library mismatch must cost speed, not the run.
 std::atomic<bool> g_flash_refused{false};
+std::atomic<AttentionBackend> g_backend_override{AttentionBackend::kAuto};
 
 // The [B, 1, T, T] block-diagonal causal mask of a layout built without one, from its cu_seqlens:
 // token p of the flattened batch belongs to the last document starting at or before p.
@@ -153,8 +154,11 @@ at::Tensor MaskFromCuSeqlens(const AttentionLayout& layout) {
 
 }  // namespace
 
+void SetAttentionBackendOverride(AttentionBackend backend) { g_backend_override.store(backend); }
+
 bool FlashAttentionApplies(at::Device device, at::ScalarType dtype, int64_t head_dim) {
   if (!device.is_cuda() || g_flash_refused.load(std::memory_order_relaxed)) return false;
+  if (g_backend_override.load(std::memory_order_relaxed) == AttentionBackend::kSdpa) return false;
   if (dtype != at::kBFloat16 && dtype != at::kHalf) return false;
   if (head_dim <= 0 || head_dim > 256 || head_dim % 8 != 0) return false;
 #ifdef HERD_WITH_CUDA

@@ -49,6 +49,11 @@ enum class AttentionBackend {
 // h / (Nq / Nkv). q: [B, T, Nq, D]; k, v: [B, T, Nkv, D], same dtype and device, B and T those of
 // `layout`. Returns a contiguous [B, T, Nq, D], differentiable in q, k and v. Throws c10::Error
 // on bad input (or a packed layout without mask on the SDPA path).
+// What kAuto means from now on, process-wide: kAuto (flash where it applies) by default, kSdpa to
+// measure what the flash kernel is worth (`herd-bench --attention sdpa`). FlashAttentionApplies
+// answers false under kSdpa, so layouts get their masks.
+void SetAttentionBackendOverride(AttentionBackend backend);
+
 at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& layout,
                            double scale, AttentionBackend backend = AttentionBackend::kAuto);
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <initializer_list>
 
+#include "trainer/engine/kernels/fused_ops.h"
 #include "trainer/engine/kernels/fused_ops_reference.h"
 #ifdef HERD_WITH_CUDA
 #include "trainer/engine/kernels/fused_ops_cuda.h"
@@ -78,7 +79,7 @@ void CheckKeepMaskArgs(const at::Tensor& row_keys, int64_t tokens, int64_t featu
 at::Tensor DropoutKeepMask(const at::Tensor& row_keys, int64_t tokens, int64_t features, double keep) {
   CheckKeepMaskArgs(row_keys, tokens, features);
 #ifdef HERD_WITH_CUDA
-  if (row_keys.is_cuda()) return cuda_kernels::DropoutKeepMask(row_keys, tokens, features, keep);
+  if (row_keys.is_cuda() && FusedKernelsEnabled()) return cuda_kernels::DropoutKeepMask(row_keys, tokens, features, keep);
 #endif
   return reference::DropoutKeepMask(row_keys, tokens, features, keep);
 }

@@ -21,6 +21,7 @@
 #include "CLI/CLI.hpp"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "trainer/engine/kernels/fused_ops.h"
 #include "trainer/engine/model/llama.h"
 #include "trainer/engine/train/optimizer.h"
 
@@ -107,6 +108,8 @@ struct BenchOptions {
   int64_t loss_chunk = kDefaultLossChunkTokens;
   bool full_logits = false;  // the unchunked reference: [tokens, vocab] logits kept for backward
   std::string dtype;         // base weights: "bf16" or "fp32"; empty = bf16 on CUDA, fp32 on CPU
+  bool no_fused_kernels = false;  // CUDA tensors take the ATen references (SetFusedKernelsEnabled)
+  std::string attention = "auto";  // "auto" (flash where it applies) or "sdpa"
   bool reference = false;    // plain autograd layers instead of the lean nodes (LlamaModel::set_reference_layers)
 };
 
@@ -140,6 +143,11 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
   for (const ProjInfo& p : kProjTable) lora.targets.push_back(p.proj);
   HERD_RETURN_IF_ERROR(model->EnableLora(lora, 1));
   model->set_reference_layers(o.reference);
+  if (o.attention != "auto" && o.attention != "sdpa") {
+    return absl::InvalidArgumentError("--attention must be auto or sdpa, not " + o.attention);
+  }
+  SetFusedKernelsEnabled(!o.no_fused_kernels);
+  SetAttentionBackendOverride(o.attention == "sdpa" ? AttentionBackend::kSdpa : AttentionBackend::kAuto);
   const std::vector<at::Tensor> params = model->LoraParameters();
   HERD_ASSIGN_OR_RETURN(AdamW opt, AdamW::Create(params, {}));
   int64_t trainable = 0;
@@ -196,7 +204,8 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
     const int64_t peak_rss = ProcStatusBytes("VmHWM:");
     nlohmann::json out = {{"system", "herd"}, {"model", name}, {"device", device}, {"batch", batch}, {"seq", seq},
                           {"grad_ckpt", grad_ckpt}, {"layers", o.reference ? "reference" : "lean"},
-                          {"dtype", bf16 ? "bf16" : "fp32"},
+                          {"dtype", bf16 ? "bf16" : "fp32"}, {"fused_kernels", !o.no_fused_kernels},
+                          {"attention", o.attention},
                           {"trainable_params", trainable},
                           {"loss_chunk", o.full_logits ? nlohmann::json("full") : nlohmann::json(o.loss_chunk)},
                           {"peak_rss_gib", Gib(peak_rss)}, {"step_rss_gib", Gib(peak_rss - rss_before)},
@@ -230,6 +239,9 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_flag("--full-logits", o.full_logits,
                "Unchunked head + cross-entropy (the whole [tokens, vocab] logits), for comparison");
+  app.add_flag("--no-fused-kernels", o.no_fused_kernels,
+               "ATen ops instead of Herd's CUDA kernels (norms, RoPE, SwiGLU, dropout masks, cross-entropy)");
+  app.add_option("--attention", o.attention, "auto (varlen flash where it applies) or sdpa")->capture_default_str();
   app.add_flag("--reference", o.reference,
                "Decoder layers as plain autograd over ATen ops (what transformers computes), for comparison");
   CLI11_PARSE(app, argc, argv);
