@@ -6,17 +6,15 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
-#include <chrono>
 #include <exception>
 #include <functional>
 #include <vector>
 
 #ifdef HERD_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
-
 #include "trainer/engine/kernels/cross_entropy_cuda.h"
 #endif
 #include "trainer/engine/kernels/cross_entropy.h"
+#include "trainer/engine/kernels/kernel_timer.h"
 
 namespace herd::engine {
 namespace {
@@ -63,40 +61,14 @@ double LossErr(const at::Tensor& a, const at::Tensor& b) {
   return ((a.to(at::kDouble) - b64).abs() / b64.abs().clamp_min(1.0)).max().item<double>();
 }
 
-// Median wall time of `run` in milliseconds; on CUDA by events, with the L2 flushed before each.
+// The checks' timer: the median of kIters runs after kWarmup.
 class Timer {
  public:
-  explicit Timer(at::Device device) : device_(device) {
-    if (device_.is_cuda()) flush_ = at::empty({256 << 20}, at::TensorOptions().dtype(at::kByte).device(device_));
-  }
-
-  double MedianMs(const std::function<void()>& run) {
-    for (int i = 0; i < kWarmup; ++i) run();
-    std::vector<double> ms;
-    for (int i = 0; i < kIters; ++i) {
-#ifdef HERD_WITH_CUDA
-      if (device_.is_cuda()) {
-        flush_.zero_();
-        at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-        start.record();
-        run();
-        stop.record();
-        stop.synchronize();
-        ms.push_back(start.elapsed_time(stop));
-        continue;
-      }
-#endif
-      const auto t0 = std::chrono::steady_clock::now();
-      run();
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    return ms[ms.size() / 2];
-  }
+  explicit Timer(at::Device device) : timer_(device) {}
+  double MedianMs(const std::function<void()>& run) { return timer_.MedianMs(run, kWarmup, kIters); }
 
  private:
-  at::Device device_;
-  at::Tensor flush_;
+  KernelTimer timer_;
 };
 
 // N(0, 3²) logits [m, V] in `dtype` and uniform targets [m].

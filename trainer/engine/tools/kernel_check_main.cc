@@ -7,7 +7,6 @@
 // of the tool); --small picks shapes a CPU runs in seconds.
 //   herd-kernel-check --device cuda:0 [--out FILE] [--tokens 4096] [--small]
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <functional>
@@ -19,8 +18,6 @@
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
 #ifdef HERD_WITH_CUDA
-#include <ATen/cuda/CUDAEvent.h>
-
 #include "trainer/engine/kernels/fused_ops_cuda.h"
 #endif
 
@@ -29,6 +26,7 @@
 #include "trainer/engine/kernels/cross_entropy_check.h"
 #include "trainer/engine/kernels/fused_ops.h"
 #include "trainer/engine/kernels/fused_ops_reference.h"
+#include "trainer/engine/kernels/kernel_timer.h"
 #include "trainer/engine/model/lora_dropout.h"
 
 namespace herd::engine {
@@ -71,8 +69,7 @@ double RelErr(const at::Tensor& a, const at::Tensor& b) {
 
 class Checker {
  public:
-  explicit Checker(const Options& opt) : opt_(opt), device_(opt.device) {
-    if (device_.is_cuda()) flush_ = at::empty({256 << 20}, at::TensorOptions().dtype(at::kByte).device(device_));
+  explicit Checker(const Options& opt) : opt_(opt), device_(opt.device), timer_(opt.device) {
     if (!opt.out.empty()) out_.open(opt.out, std::ios::app);
   }
 
@@ -125,32 +122,12 @@ class Checker {
  private:
   // Median over opt_.iters runs after opt_.warmup, in milliseconds.
   double Time(const Run& run) {
-    for (int i = 0; i < opt_.warmup; ++i) run();
-    std::vector<double> ms;
-    for (int i = 0; i < opt_.iters; ++i) {
-#ifdef HERD_WITH_CUDA
-      if (device_.is_cuda()) {
-        flush_.zero_();  // evict the inputs from L2: the figure is DRAM bandwidth
-        at::cuda::CUDAEvent start(cudaEventDefault), stop(cudaEventDefault);
-        start.record();
-        run();
-        stop.record();
-        stop.synchronize();
-        ms.push_back(start.elapsed_time(stop));
-        continue;
-      }
-#endif
-      const auto t0 = std::chrono::steady_clock::now();
-      run();
-      ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-    }
-    std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-    return ms[ms.size() / 2];
+    return timer_.MedianMs([&] { run(); }, opt_.warmup, opt_.iters);
   }
 
   Options opt_;
   at::Device device_;
-  at::Tensor flush_;
+  KernelTimer timer_;
   std::ofstream out_;
   bool all_ok_ = true;
 };
