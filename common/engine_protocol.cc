@@ -93,7 +93,7 @@ json AssignmentToJson(const EngineAssignment& a) {
                      {"advertise_address", a.advertise_address}, {"timeout_seconds", a.collective_timeout_seconds}};
   j["silence_timeout_seconds"] = a.silence_timeout_seconds;
   j["cancel_grace_seconds"] = a.cancel_grace_seconds;
-  j["activation_checkpointing"] = a.activation_checkpointing;
+  j["activation_checkpointing"] = t.activation_checkpointing;
   return j;
 }
 
@@ -155,7 +155,7 @@ absl::StatusOr<EngineAssignment> AssignmentFromJson(const json& j) {
   HERD_RETURN_IF_ERROR(coll.Get("timeout_seconds", &a.collective_timeout_seconds));
   HERD_RETURN_IF_ERROR(f.Get("silence_timeout_seconds", &a.silence_timeout_seconds, false));
   HERD_RETURN_IF_ERROR(f.Get("cancel_grace_seconds", &a.cancel_grace_seconds, false));
-  HERD_RETURN_IF_ERROR(f.Get("activation_checkpointing", &a.activation_checkpointing, false));
+  HERD_RETURN_IF_ERROR(f.Get("activation_checkpointing", &t.activation_checkpointing, false));
   if (a.world_size < 1 || a.rank < 0 || a.rank >= a.world_size) {
     return absl::InvalidArgumentError(herd::StrCat("assignment: rank ", a.rank, " of world_size ", a.world_size));
   }

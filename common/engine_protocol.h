@@ -44,9 +44,8 @@ struct EngineAssignment {
   double collective_timeout_seconds = 600;
   double silence_timeout_seconds = 900;
   double cancel_grace_seconds = 30;
-  // Per-layer activation checkpointing: less activation memory for about a third more compute;
-  // the same numbers. Optional in the JSON (absent = false).
-  bool activation_checkpointing = false;
+  // training.activation_checkpointing travels as the top-level `activation_checkpointing`,
+  // optional in the JSON (absent = false).
 };
 
 // {"v":1,"type":"assignment",...}

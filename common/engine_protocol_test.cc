@@ -38,6 +38,22 @@ TEST(EngineProtocolTest, AssignmentRoundTrip) {
   EXPECT_EQ(*back->resume_step, 3);
 }
 
+TEST(EngineProtocolTest, ActivationCheckpointingIsTheTrainingField) {
+  EngineAssignment a = Sample();
+  EXPECT_EQ(AssignmentToJson(a)["activation_checkpointing"], false);
+  a.training.activation_checkpointing = true;
+  nlohmann::json j = AssignmentToJson(a);
+  EXPECT_EQ(j["activation_checkpointing"], true);
+  auto back = AssignmentFromJson(j);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->training.activation_checkpointing);
+  // Optional: an agent that does not send it means off.
+  j.erase("activation_checkpointing");
+  back = AssignmentFromJson(j);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_FALSE(back->training.activation_checkpointing);
+}
+
 TEST(EngineProtocolTest, BadAssignmentsNameTheField) {
   struct Case {
     std::function<void(nlohmann::json&)> mutate;
@@ -50,6 +66,7 @@ TEST(EngineProtocolTest, BadAssignmentsNameTheField) {
       {[](nlohmann::json& j) { j["rank"] = 2; }, "rank 2 of world_size 2"},
       {[](nlohmann::json& j) { j["collective"]["backend"] = "gloo"; }, "'gloo' is not tcp or nccl"},
       {[](nlohmann::json& j) { j["training"].erase("seed"); }, "training.seed is missing"},
+      {[](nlohmann::json& j) { j["activation_checkpointing"] = "yes"; }, "activation_checkpointing is string"},
   };
   for (const Case& c : kCases) {
     nlohmann::json j = AssignmentToJson(Sample());

@@ -130,6 +130,7 @@ absl::StatusOr<JobSpec> ParseJobSpec(std::string_view yaml_text, std::string_vie
   HERD_RETURN_IF_ERROR(tr.Read("max_seq_len", &t.max_seq_len));
   HERD_RETURN_IF_ERROR(tr.Read("packing", &t.packing));
   HERD_RETURN_IF_ERROR(tr.Read("seed", &t.seed));
+  HERD_RETURN_IF_ERROR(tr.Read("activation_checkpointing", &t.activation_checkpointing));
   HERD_RETURN_IF_ERROR(tr.Finish());
 
   HERD_ASSIGN_OR_RETURN(YamlFields ck, f.Child("checkpoints"));
@@ -182,7 +183,8 @@ std::string JobSpecToYaml(const JobSpec& s) {
       << YAML::Key << "max_grad_norm" << YAML::Value << t.max_grad_norm
       << YAML::Key << "max_seq_len" << YAML::Value << t.max_seq_len
       << YAML::Key << "packing" << YAML::Value << t.packing
-      << YAML::Key << "seed" << YAML::Value << t.seed << YAML::EndMap;
+      << YAML::Key << "seed" << YAML::Value << t.seed
+      << YAML::Key << "activation_checkpointing" << YAML::Value << t.activation_checkpointing << YAML::EndMap;
   out << YAML::Key << "checkpoints" << YAML::Value << YAML::BeginMap
       << YAML::Key << "every_steps" << YAML::Value << s.checkpoints.every_steps
       << YAML::Key << "keep" << YAML::Value << s.checkpoints.keep << YAML::EndMap;

@@ -42,6 +42,9 @@ struct TrainingSpec {
   int64_t max_seq_len = 2048;
   bool packing = true;
   int64_t seed = 42;
+  // Keep only each decoder layer's input for backward and recompute the layer there: far less
+  // activation memory for about a third more compute; the same loss and gradients.
+  bool activation_checkpointing = false;
 };
 
 struct CheckpointSpec {

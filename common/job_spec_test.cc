@@ -1,6 +1,7 @@
 // Job file parsing: defaults, every field, and errors that name file, line and field.
 #include "common/job_spec.h"
 
+#include "common/strings.h"
 #include "gtest/gtest.h"
 
 namespace herd {
@@ -16,6 +17,7 @@ TEST(JobSpecTest, DefaultsMatchDesign) {
   EXPECT_EQ(spec->training.lr_scheduler, "cosine");
   EXPECT_EQ(spec->training.max_seq_len, 2048);
   EXPECT_FALSE(spec->training.max_steps.has_value());
+  EXPECT_FALSE(spec->training.activation_checkpointing);
   EXPECT_EQ(spec->checkpoints.every_steps, 100);
   EXPECT_EQ(spec->validation_split, 0.05);
   EXPECT_EQ(spec->lora.ExpandedTargets().size(), 7u);
@@ -35,7 +37,8 @@ train_on_inputs: true
 lora: {r: 8, alpha: 16, dropout: 0.05, target_modules: [q_proj, v_proj], rslora: true}
 training: {epochs: 2, max_steps: 50, micro_batch_size: 2, global_batch_size: 16,
            learning_rate: 1.0e-4, lr_scheduler: linear, warmup_ratio: 0.1, weight_decay: 0.01,
-           max_grad_norm: 0.5, max_seq_len: 512, packing: false, seed: 7}
+           max_grad_norm: 0.5, max_seq_len: 512, packing: false, seed: 7,
+           activation_checkpointing: true}
 checkpoints: {every_steps: 10, keep: 2}
 resources: {trainers: 2, priority: 5}
 )";
@@ -48,12 +51,35 @@ resources: {trainers: 2, priority: 5}
   EXPECT_EQ(*spec->training.max_steps, 50);
   EXPECT_EQ(spec->training.seed, 7);
   EXPECT_FALSE(spec->training.packing);
+  EXPECT_TRUE(spec->training.activation_checkpointing);
   EXPECT_EQ(spec->resources.trainers, 2);
   EXPECT_TRUE(spec->Validate().ok()) << spec->Validate();
   // The YAML written back parses to the same spec.
   auto again = ParseJobSpec(JobSpecToYaml(*spec), "roundtrip");
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(JobSpecToYaml(*again), JobSpecToYaml(*spec));
+  EXPECT_TRUE(again->training.activation_checkpointing);
+}
+
+TEST(JobSpecTest, ActivationCheckpointing) {
+  const struct {
+    const char* training;
+    bool expected;
+  } kCases[] = {
+      {"{activation_checkpointing: true}", true},
+      {"{activation_checkpointing: false}", false},
+      {"{micro_batch_size: 2}", false},  // absent: off
+      {"{activation_checkpointing: yes}", true},  // the spellings every boolean field takes
+  };
+  for (const auto& c : kCases) {
+    auto spec = ParseJobSpec(herd::StrCat("base_model: m\ndataset: d\ntraining: ", c.training, "\n"), "job.yaml");
+    ASSERT_TRUE(spec.ok()) << c.training << ": " << spec.status();
+    EXPECT_EQ(spec->training.activation_checkpointing, c.expected) << c.training;
+    // The YAML written back keeps it.
+    auto again = ParseJobSpec(JobSpecToYaml(*spec), "roundtrip");
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->training.activation_checkpointing, c.expected) << c.training;
+  }
 }
 
 struct BadCase {
@@ -72,6 +98,14 @@ TEST(JobSpecTest, ParseErrorsNameFileLineAndField) {
       {"base_model: [m\n", "job.yaml:"},
       {"base_model: m\ntraining: {epochs: 1.5}\n", "training.epochs: expected an integer"},
       {"base_model: m\ntrain_on_inputs: maybe\n", "train_on_inputs: expected true or false"},
+      {"base_model: m\ntraining:\n  activation_checkpointing: 1\n",
+       "job.yaml:3: training.activation_checkpointing: expected true or false, got '1'"},
+      {"base_model: m\ntraining: {activation_checkpointing: sometimes}\n",
+       "training.activation_checkpointing: expected true or false"},
+      {"base_model: m\ntraining: {activation_checkpointing: [true]}\n",
+       "training.activation_checkpointing: expected true or false"},
+      {"base_model: m\ntraining: {activation_checkpoint: true}\n",
+       "training.activation_checkpoint: unknown field"},
   };
   for (const BadCase& c : kCases) {
     auto spec = ParseJobSpec(c.yaml, "job.yaml");

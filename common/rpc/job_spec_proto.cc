@@ -92,6 +92,7 @@ absl::StatusOr<JobSpec> JobSpecFromProto(const herd::v1::JobSpec& in) {
   if (t.has_max_seq_len()) ts.max_seq_len = t.max_seq_len();
   if (t.has_packing()) ts.packing = t.packing();
   if (t.has_seed()) ts.seed = t.seed();
+  if (t.has_activation_checkpointing()) ts.activation_checkpointing = t.activation_checkpointing();
 
   if (in.checkpoints().has_every_steps()) spec.checkpoints.every_steps = in.checkpoints().every_steps();
   if (in.checkpoints().has_keep()) spec.checkpoints.keep = in.checkpoints().keep();
@@ -133,6 +134,7 @@ void JobSpecToProto(const JobSpec& in, herd::v1::JobSpec* out) {
   t->set_max_seq_len(static_cast<int32_t>(in.training.max_seq_len));
   t->set_packing(in.training.packing);
   t->set_seed(in.training.seed);
+  t->set_activation_checkpointing(in.training.activation_checkpointing);
   out->mutable_checkpoints()->set_every_steps(in.checkpoints.every_steps);
   out->mutable_checkpoints()->set_keep(static_cast<int32_t>(in.checkpoints.keep));
   out->mutable_resources()->set_trainers(static_cast<int32_t>(in.resources.trainers));

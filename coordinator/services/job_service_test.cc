@@ -43,9 +43,30 @@ TEST(JobSpecFromProtoTest, FillsDefaultsAndExpandsTargets) {
   EXPECT_EQ(back.training().lr_scheduler(), herd::v1::LR_SCHEDULER_COSINE);
   EXPECT_EQ(back.format(), herd::v1::RECORD_FORMAT_UNSPECIFIED);
   EXPECT_FALSE(back.training().has_max_steps());
+  EXPECT_FALSE(spec->training.activation_checkpointing);
+  EXPECT_TRUE(back.training().has_activation_checkpointing());
+  EXPECT_FALSE(back.training().activation_checkpointing());
   auto again = rpc::JobSpecFromProto(back);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_EQ(store::JobSpecToJson(*again), store::JobSpecToJson(*spec));
+}
+
+TEST(JobSpecFromProtoTest, ActivationCheckpointingRoundTrips) {
+  for (bool on : {true, false}) {
+    herd::v1::JobSpec in;
+    in.set_base_model("tiny-llama");
+    in.set_dataset_id("ds_x");
+    in.mutable_training()->set_activation_checkpointing(on);
+    auto spec = rpc::JobSpecFromProto(in);
+    ASSERT_TRUE(spec.ok()) << spec.status();
+    EXPECT_EQ(spec->training.activation_checkpointing, on);
+    herd::v1::JobSpec back;
+    rpc::JobSpecToProto(*spec, &back);
+    EXPECT_EQ(back.training().activation_checkpointing(), on);
+    auto again = rpc::JobSpecFromProto(back);
+    ASSERT_TRUE(again.ok()) << again.status();
+    EXPECT_EQ(again->training.activation_checkpointing, on);
+  }
 }
 
 TEST(JobSpecFromProtoTest, ErrorsNameTheField) {
@@ -156,6 +177,18 @@ TEST_F(JobServiceTest, CreateFillsDefaultsAndStaysValidating) {
   herd::v1::Job got;
   ASSERT_TRUE(Get(token_a_, job.id(), &got).ok());
   EXPECT_EQ(got.SerializeAsString(), job.SerializeAsString());
+  EXPECT_FALSE(got.spec().training().activation_checkpointing());
+}
+
+TEST_F(JobServiceTest, ActivationCheckpointingIsStored) {
+  auto r = Request("ckpt");
+  r.mutable_spec()->mutable_training()->set_activation_checkpointing(true);
+  herd::v1::Job job, got;
+  grpc::Status s = Create(token_a_, r, &job);
+  ASSERT_TRUE(s.ok()) << s.error_message();
+  EXPECT_TRUE(job.spec().training().activation_checkpointing());
+  ASSERT_TRUE(Get(token_a_, job.id(), &got).ok());
+  EXPECT_TRUE(got.spec().training().activation_checkpointing());
 }
 
 TEST_F(JobServiceTest, Idempotency) {

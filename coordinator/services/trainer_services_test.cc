@@ -102,7 +102,7 @@ class TrainerServicesTest : public ::testing::Test {
   }
 
   // A job of tenant acme that preparation has moved to QUEUED (plan: 40 sequences, 5 steps).
-  std::string PreparedJob(int trainers) {
+  std::string PreparedJob(int trainers, bool activation_checkpointing = false) {
     auto data = store_->blobs().Put("{\"text\": \"hello\"}\n");
     EXPECT_TRUE(data.ok());
     auto ds = store_->datasets().Create("acme", {.name = "d.jsonl", .blob = *data, .record_count = 1,
@@ -112,6 +112,7 @@ class TrainerServicesTest : public ::testing::Test {
     spec.base_model = "tiny-llama";
     spec.dataset = ds->id;
     spec.resources.trainers = trainers;
+    spec.training.activation_checkpointing = activation_checkpointing;
     auto job = store_->jobs().Create("acme", spec, "");
     EXPECT_TRUE(job.ok()) << job.status();
     PreparationPlan plan;
@@ -196,7 +197,7 @@ TEST_F(TrainerServicesTest, HeartbeatDeliversAssignmentsAndRendezvousWorks) {
   v1::RegisterTrainerResponse b = Register("cpu-b");
   EXPECT_EQ(Beat(a).assignments_size(), 0);
 
-  const std::string job_id = PreparedJob(2);
+  const std::string job_id = PreparedJob(2, /*activation_checkpointing=*/true);
   JobRequest job;
   job.job_id = job_id;
   job.tenant = "acme";
@@ -216,6 +217,8 @@ TEST_F(TrainerServicesTest, HeartbeatDeliversAssignmentsAndRendezvousWorks) {
   EXPECT_EQ(a0.ref().job_id(), job_id);
   // The job's part: spec, prepared data, schedule.
   EXPECT_EQ(a0.spec().training().global_batch_size(), 8);
+  EXPECT_TRUE(a0.spec().training().activation_checkpointing());  // stored with the job, sent to every rank
+  EXPECT_TRUE(hb.assignments(0).spec().training().activation_checkpointing());
   EXPECT_EQ(a0.train_data().sha256(), Sha256Hex(kPreparedBytes));
   EXPECT_EQ(a0.total_steps(), 5);
   EXPECT_EQ(a0.steps_per_epoch(), 5);

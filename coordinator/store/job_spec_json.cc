@@ -41,6 +41,9 @@ std::string JobSpecToJson(const JobSpec& s) {
       {"checkpoints", {{"every_steps", s.checkpoints.every_steps}, {"keep", s.checkpoints.keep}}},
       {"resources", {{"trainers", s.resources.trainers}, {"priority", s.resources.priority}}},
   };
+  // Written only when on, so a spec that leaves it off has the text rows stored before the
+  // field existed had, and an idempotent retry across an upgrade still matches.
+  if (t.activation_checkpointing) j["training"]["activation_checkpointing"] = true;
   // nlohmann's objects are std::map: keys come out sorted. Invalid UTF-8 is replaced rather
   // than thrown on (no exception leaves the store).
   return j.dump(-1, ' ', false, Json::error_handler_t::replace);
@@ -99,6 +102,7 @@ absl::StatusOr<JobSpec> JobSpecFromJson(std::string_view json) {
     Get(t, "max_seq_len", &s.training.max_seq_len);
     Get(t, "packing", &s.training.packing);
     Get(t, "seed", &s.training.seed);
+    Get(t, "activation_checkpointing", &s.training.activation_checkpointing);
     const Json& c = Child(j, "checkpoints");
     Get(c, "every_steps", &s.checkpoints.every_steps);
     Get(c, "keep", &s.checkpoints.keep);

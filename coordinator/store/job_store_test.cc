@@ -86,8 +86,40 @@ TEST_F(JobStoreTest, SpecRoundTripsThroughJson) {
   EXPECT_EQ(JobSpecToJson(job->spec), JobSpecToJson(spec));
   // Older rows without newer fields load with defaults; garbage is DATA_LOSS.
   EXPECT_EQ(JobSpecFromJson("{\"name\": \"x\"}")->training.seed, 42);
+  EXPECT_FALSE(JobSpecFromJson("{\"training\": {\"seed\": 1}}")->training.activation_checkpointing);
+  HERD_EXPECT_CODE(JobSpecFromJson("{\"training\": {\"activation_checkpointing\": \"yes\"}}").status(),
+                   kDataLoss);
   HERD_EXPECT_CODE(JobSpecFromJson("[1]").status(), kDataLoss);
   HERD_EXPECT_CODE(JobSpecFromJson("{\"lora\": {\"r\": \"sixteen\"}}").status(), kDataLoss);
+}
+
+TEST_F(JobStoreTest, ActivationCheckpointingThroughJson) {
+  JobSpec spec = Spec(MakeDataset(kTenantA).id);
+  // Off, it is left out of the stored text: equal to what a row written before the field
+  // existed holds, so an idempotency key used then still matches.
+  const std::string off = JobSpecToJson(spec);
+  EXPECT_EQ(off.find("activation_checkpointing"), std::string::npos) << off;
+  auto old_row = JobSpecFromJson(off);
+  ASSERT_TRUE(old_row.ok()) << old_row.status();
+  EXPECT_FALSE(old_row->training.activation_checkpointing);
+  EXPECT_EQ(JobSpecToJson(*old_row), off);
+  auto first = jobs().Create(kTenantA, spec, "ckpt-key");
+  ASSERT_TRUE(first.ok()) << first.status();
+
+  spec.training.activation_checkpointing = true;
+  const std::string on = JobSpecToJson(spec);
+  EXPECT_NE(on.find("\"activation_checkpointing\":true"), std::string::npos) << on;
+  auto back = JobSpecFromJson(on);
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_TRUE(back->training.activation_checkpointing);
+  EXPECT_EQ(JobSpecToJson(*back), on);
+  // A retry with the same key but checkpointing switched on is another spec.
+  HERD_EXPECT_CODE(jobs().Create(kTenantA, spec, "ckpt-key").status(), kAlreadyExists);
+  auto job = jobs().Create(kTenantA, spec, "");
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto loaded = jobs().Get(kTenantA, job->id);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_TRUE(loaded->spec.training.activation_checkpointing);
 }
 
 TEST_F(JobStoreTest, CreateErrors) {

@@ -19,6 +19,7 @@ training:
   micro_batch_size: 1
   global_batch_size: 4
   max_seq_len: 256
+  activation_checkpointing: true
 resources: {{trainers: 2}}  # more than ever register here: the jobs wait
 """
 
@@ -80,6 +81,7 @@ def scenario(herd, tok_a, tok_b, samples, tmp):
           and spec.get("lora", {}).get("r") == 8
           and len(spec.get("lora", {}).get("target_modules", [])) == 7
           and spec.get("training", {}).get("global_batch_size") == 4
+          and spec.get("training", {}).get("activation_checkpointing") is True
           and spec.get("checkpoints", {}).get("every_steps") in (100, "100"),
           "get returns the job with its spec, defaults filled in", out, err)
     rc, out, err = herd(tok_a, "jobs", "get", job_id)

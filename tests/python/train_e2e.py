@@ -2,9 +2,13 @@
 
   ranks           2 ranks with the same global batch and seed write the same adapter as 1 rank
                   (max|diff| / max|ref| < 1e-5), LoRA dropout on, so dropout masks must not depend
-                  on the rank;
+                  on the rank; with activation checkpointing on (the job file's
+                  training.activation_checkpointing on 1 rank, --activation-checkpointing on 2)
+                  the engines say so in their logs and write the same adapters (< 1e-5): the
+                  recomputed layers draw the same dropout masks;
   resume          train 2k steps; train k, then resume from the step-k checkpoint for k more: the
-                  same adapter (< 1e-6), on 2 ranks;
+                  same adapter (< 1e-6), on 2 ranks, also when the resumed run turns activation
+                  checkpointing on;
   eval_decreases  training on a sample dataset lowers the eval loss herd-train reports, and
                   `herd-train export --merge` of that adapter loads in transformers with the logits
                   PEFT gives for base + adapter (< 1e-5);
@@ -68,11 +72,12 @@ def write_job(path, body):
 
 
 def case_ranks(args, tmp, model):
-    job = write_job(os.path.join(tmp, "job.yaml"),
-                    "lora: {r: 8, alpha: 16, dropout: 0.1}\n"
-                    "training: {global_batch_size: 8, micro_batch_size: 2, max_seq_len: 128, learning_rate: 3.0e-3,\n"
-                    "           warmup_ratio: 0.0, seed: 7}\n")
-    common = ["--model", model, "--data", args.samples + "/support_qa.jsonl", "--config", job, "--max-steps", "4"]
+    body = ("lora: {r: 8, alpha: 16, dropout: 0.1}\n"
+            "training: {global_batch_size: 8, micro_batch_size: 2, max_seq_len: 128, learning_rate: 3.0e-3,\n"
+            "           warmup_ratio: 0.0, seed: 7%s}\n")
+    job = write_job(os.path.join(tmp, "job.yaml"), body % "")
+    data = ["--model", model, "--data", args.samples + "/support_qa.jsonl", "--max-steps", "4"]
+    common = [*data, "--config", job]
     run([args.herd_train, *common, "--out", tmp + "/one", "--nproc", "1"])
     run([args.herd_train, *common, "--out", tmp + "/two", "--nproc", "2"])
     # The ranks sum their gradients in another order than one rank does (float32), and AdamW's
@@ -87,6 +92,25 @@ def case_ranks(args, tmp, model):
     if max(rel(a[k], b[k]) for k in a) < 1e-3:
         sys.exit("another seed gave the same adapter: the comparison cannot tell runs apart")
 
+    # Activation checkpointing changes memory and time, not numbers; both ways of asking for it
+    # must reach every engine.
+    ckpt_job = write_job(os.path.join(tmp, "job-ckpt.yaml"), body % ", activation_checkpointing: true")
+    runs = [(["--config", ckpt_job, "--nproc", "1"], "ckpt-one", "one", 1),
+            (["--config", job, "--nproc", "2", "--activation-checkpointing"], "ckpt-two", "two", 2)]
+    for extra, name, reference, nproc in runs:
+        out = run([args.herd_train, *data, *extra, "--out", f"{tmp}/{name}"])
+        if "activation checkpointing" not in out:
+            sys.exit(f"{name}: herd-train does not report activation checkpointing:\n{out}")
+        for rank in range(nproc):
+            with open(f"{tmp}/{name}/work/rank-{rank}/engine.stderr.log") as f:
+                if "activation checkpointing: every decoder layer" not in f.read():
+                    sys.exit(f"{name}: rank {rank}'s engine did not turn activation checkpointing on")
+        compare_adapters(f"{tmp}/{reference}/adapter", f"{tmp}/{name}/adapter", 1e-5,
+                         f"activation checkpointing vs without, {nproc} rank(s)")
+    with open(f"{tmp}/one/work/rank-0/engine.stderr.log") as f:
+        if "activation checkpointing" in f.read():
+            sys.exit("the run without checkpointing says it had it on")
+
 
 def case_resume(args, tmp, model):
     job = write_job(os.path.join(tmp, "job.yaml"),
@@ -100,6 +124,10 @@ def case_resume(args, tmp, model):
         sys.exit(f"no step-3 checkpoint:\n{out}")
     run([args.herd_train, *common, "--out", tmp + "/resumed", "--resume", ckpt])
     compare_adapters(tmp + "/full/adapter", tmp + "/resumed/adapter", 1e-6, "resumed vs uninterrupted")
+    # Activation checkpointing does not change the numbers, so a resume may switch it on.
+    run([args.herd_train, *common, "--out", tmp + "/resumed-ckpt", "--resume", ckpt, "--activation-checkpointing"])
+    compare_adapters(tmp + "/full/adapter", tmp + "/resumed-ckpt/adapter", 1e-6,
+                     "resumed with activation checkpointing vs uninterrupted without")
     # Resuming under another LoRA configuration is refused.
     bad = subprocess.run([args.herd_train, *common, "--out", tmp + "/bad", "--resume", ckpt, "--seed", "4"],
                          capture_output=True, text=True)

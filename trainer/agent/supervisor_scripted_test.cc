@@ -2,6 +2,7 @@
 // fake coordinator: silence (HUNG), a line that is not JSON (PROTOCOL_VIOLATION), a segfault
 // (CRASHED, with the stderr tail), an engine error (ERROR with its code), and an engine that
 // ignores `cancel` (killed after the grace, CANCELLED). Every case checks the process is gone.
+// One script saves the assignment line it is sent: the job's training settings are in it.
 #include <signal.h>
 #include <sys/stat.h>
 
@@ -10,6 +11,7 @@
 #include <filesystem>
 #include <mutex>
 
+#include "common/engine_protocol.h"
 #include "common/file_util.h"
 #include "common/rpc/job_spec_proto.h"
 #include "common/sha256.h"
@@ -51,7 +53,7 @@ class ScriptedEngineTest : public ::testing::Test {
     };
     auto s = std::make_unique<Supervisor>(std::move(o), &fake_);
     s->SetTrainerId("tr_1");
-    JobSpec spec;
+    JobSpec spec = spec_;
     spec.base_model = "m";
     spec.dataset = "ds_1";
     v1::Assignment a;
@@ -113,6 +115,7 @@ class ScriptedEngineTest : public ::testing::Test {
   }
 
   std::string dir_;
+  JobSpec spec_;  // the job Start() assigns (base_model and dataset are set there)
   FakeCoordinator fake_;
   v1::AssignmentRef ref_;
   std::mutex mu_;
@@ -155,6 +158,28 @@ TEST_F(ScriptedEngineTest, EngineErrorIsReportedWithItsCode) {
   EXPECT_EQ(exit.failure().message(), "out of device memory");
   EXPECT_EQ(exit.exit_code(), 1);
   EXPECT_EQ(exit.step(), 1);
+}
+
+// The job's training settings reach the engine's assignment line (activation_checkpointing
+// travels beside the `training` object, engine_protocol.md §5.1).
+TEST_F(ScriptedEngineTest, AssignmentCarriesTheJobsTrainingSettings) {
+  spec_.training.activation_checkpointing = true;
+  spec_.training.seed = 9;
+  const std::string saved = dir_ + "/assignment.json";
+  auto s = Start(std::string(kHello) + "printf '%s\\n' \"$assignment\" > " + saved + "; " +
+                 R"(echo '{"v":1,"type":"error","code":"INTERNAL","message":"saw it"}'; )"
+                 R"(echo '{"v":1,"type":"exit","reason":"error","step":0}'; exit 1)");
+  const auto exit = Exit();
+  EXPECT_EQ(exit.failure().message(), "saw it") << exit.DebugString();
+  auto text = ReadFile(saved);
+  ASSERT_TRUE(text.ok()) << text.status() << "\n" << Log();
+  auto line = ParseProtocolLine(*text);
+  ASSERT_TRUE(line.ok()) << line.status() << ": " << *text;
+  EXPECT_EQ((*line)["activation_checkpointing"], true) << *text;
+  auto assignment = AssignmentFromJson(*line);
+  ASSERT_TRUE(assignment.ok()) << assignment.status();
+  EXPECT_TRUE(assignment->training.activation_checkpointing);
+  EXPECT_EQ(assignment->training.seed, 9);
 }
 
 TEST_F(ScriptedEngineTest, EngineIgnoringCancelIsKilledAfterTheGrace) {

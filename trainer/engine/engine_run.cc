@@ -94,8 +94,10 @@ absl::Status Session(EngineChannel& channel, const EngineAssignment& a, int64_t*
                      .checkpoint_every_steps = a.checkpoint_every_steps,
                      .checkpoint_root = a.scratch_dir + "/checkpoints", .resume_dir = a.resume_dir,
                      .init_adapter_dir = a.init_adapter_dir,
-                     .generation = a.generation, .collective_timeout = absl::Seconds(a.collective_timeout_seconds),
-                     .activation_checkpointing = a.activation_checkpointing};
+                     .generation = a.generation, .collective_timeout = absl::Seconds(a.collective_timeout_seconds)};
+  if (a.training.activation_checkpointing) {
+    HERD_LOG(Info) << "activation checkpointing: every decoder layer";
+  }
   std::filesystem::create_directories(config.checkpoint_root);
   TrainCallbacks cb;
   cb.on_phase = phase;

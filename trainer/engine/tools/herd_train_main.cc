@@ -37,6 +37,7 @@ struct Flags {
   int64_t max_steps = 0, epochs = 0, global_batch = 0, micro_batch = 0, max_seq_len = 0, seed = -1;
   int64_t eval_every = -1, checkpoint_every = 0;
   double learning_rate = 0;
+  bool activation_checkpointing = false;  // on; the job file's value otherwise
   bool verbose = false;
 };
 
@@ -90,6 +91,7 @@ int Run(const Flags& f) {
   if (f.seed >= 0) spec.training.seed = f.seed;
   if (f.learning_rate > 0) spec.training.learning_rate = f.learning_rate;
   if (f.checkpoint_every > 0) spec.checkpoints.every_steps = f.checkpoint_every;
+  if (f.activation_checkpointing) spec.training.activation_checkpointing = true;
   if (absl::Status s = spec.Validate(); !s.ok()) return Fail(s, kInvalid);
 
   const std::string work = fs::absolute(f.out).string() + "/work";
@@ -151,9 +153,10 @@ int Run(const Flags& f) {
   herd::agent::LocalRunOptions run{.engine_path = f.engine.empty() ? EngineBesideUs() : f.engine,
                                    .assignment = a, .nproc = f.nproc, .work_dir = work, .omp_threads = f.threads,
                                    .engine_logs_to_stderr = f.verbose, .interrupted = &g_interrupted};
-  std::printf("training: %lld steps on %d rank(s), global batch %lld, lr %g (%s)\n", static_cast<long long>(total),
+  std::printf("training: %lld steps on %d rank(s), global batch %lld, lr %g (%s)%s\n", static_cast<long long>(total),
               f.nproc, static_cast<long long>(spec.training.global_batch_size), spec.training.learning_rate,
-              spec.training.lr_scheduler.c_str());
+              spec.training.lr_scheduler.c_str(),
+              spec.training.activation_checkpointing ? ", activation checkpointing" : "");
   double first_eval = -1, last_eval = -1;
   herd::agent::LocalRunCallbacks cb;
   cb.on_step = [&](const nlohmann::json& p) {
@@ -234,6 +237,9 @@ int main(int argc, char** argv) {
   app.add_option("--seed", f.seed, "Seed for order, split, LoRA init and dropout");
   app.add_option("--eval-every", f.eval_every, "Evaluate every N steps (default: before and after training)");
   app.add_option("--checkpoint-every", f.checkpoint_every, "Checkpoint every N steps (default: the job file's)");
+  app.add_flag("--activation-checkpointing", f.activation_checkpointing,
+               "Recompute each decoder layer in backward: less activation memory, about a third more compute, "
+               "the same result (default: the job file's training.activation_checkpointing, else off)");
   app.add_option("--resume", f.resume, "Continue from a checkpoint folder (work/rank-0/checkpoints/step-N)")->check(CLI::ExistingDirectory);
   app.add_option("--init-adapter", f.init_adapter, "Start from this PEFT adapter (same r/alpha/targets as the job) with a fresh optimizer")
       ->check(CLI::ExistingDirectory);

@@ -172,7 +172,7 @@ absl::Status Train(LlamaModel& model, const PreparedData& train, const PreparedD
         report.data_wait_seconds += Seconds(wait);
         report.tokens += (batch.doc_ids >= 0).sum().item<int64_t>();
         const DropoutKey key{.seed = static_cast<uint64_t>(t.seed), .step = step};
-        LlamaModel::LossSums sums = model.Loss(model.Hidden(batch, &key, config.activation_checkpointing),
+        LlamaModel::LossSums sums = model.Loss(model.Hidden(batch, &key, t.activation_checkpointing),
                                                batch.targets, config.loss_chunk_tokens);
         (sums.loss_sum / global_tokens).backward();
         stats[0] += sums.loss_sum.item<double>();

@@ -31,7 +31,6 @@ struct TrainConfig {
   std::string init_adapter_dir;          // start from this adapter with a fresh optimizer; "" = none
   int64_t generation = 1;
   absl::Duration collective_timeout = absl::Minutes(10);
-  bool activation_checkpointing = false;  // recompute each decoder layer in backward
   int64_t loss_chunk_tokens = kDefaultLossChunkTokens;  // trained tokens per output-head chunk
 };
 
