@@ -89,7 +89,10 @@ def cmd_correctness(args):
         cos = torch.nn.functional.cosine_similarity(ua, ub, dim=0).item()
         lc, lg = last_loss(cpu_log), last_loss(dev_log)
         rel = abs(lg - lc) / lc if lc == lc and lc != 0 else float("nan")
-        r.update(loss_cpu=lc, loss_dev=lg, loss_rel=rel, update_cosine=cos,
+        # For reading a near miss: after 3 AdamW steps each element of B is close to ±lr per step,
+        # so an element whose gradient is within rounding of zero can flip sign between dtypes.
+        same_sign = (torch.sign(ua) == torch.sign(ub)).float().mean().item()
+        r.update(loss_cpu=lc, loss_dev=lg, loss_rel=rel, update_cosine=cos, update_sign_agreement=same_sign,
                  update_norm_cpu=ua.norm().item(), ok=bool(rel < 1e-2 and cos > 0.99 and ua.norm().item() > 0))
     except Exception as e:  # a missing adapter is a failed check, not a crash of the script
         r.update(ok=False, error=f"{type(e).__name__}: {e}")
@@ -126,7 +129,8 @@ def check_line(r):
         if "error" in r:
             return f"{c:<24}{verdict:<6}{r['error'][:100]}"
         return (f"{c:<24}{verdict:<6}loss {num(r.get('loss_cpu'), '.4f')} vs {num(r.get('loss_dev'), '.4f')} "
-                f"(rel {num(r.get('loss_rel'), '.1e')}), update cosine {num(r.get('update_cosine'), '.5f')}")
+                f"(rel {num(r.get('loss_rel'), '.1e')}), update cosine {num(r.get('update_cosine'), '.5f')}, "
+                f"same sign {num(r.get('update_sign_agreement'), '.4f')}")
     return None
 
 

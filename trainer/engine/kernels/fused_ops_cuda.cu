@@ -22,8 +22,7 @@ namespace {
 using kernels::kMaxRowThreads;
 using kernels::kVecWidth;
 
-template <int N>
-using Int = std::integral_constant<int, N>;
+using kernels::Int;
 template <typename T>
 struct Tag {
   using type = T;
@@ -107,22 +106,6 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   t.Store(dx + row * h, rstd, dot / static_cast<float>(h), threadIdx.x, blockDim.x, nvec);
 }
 
-// Calls f(Int<kW>{}, Int<kVec>{}) for the plan's access width and accesses per thread.
-template <typename T, typename F>
-void DispatchRow(const kernels::RowPlan& p, F&& f) {
-  auto per_thread = [&](auto w) {
-    switch (p.per_thread) {
-      case 1: f(w, Int<1>{}); break;
-      case 2: f(w, Int<2>{}); break;
-      default: f(w, Int<4>{}); break;
-    }
-  };
-  if (p.width == 1) {
-    per_thread(Int<1>{});
-  } else {
-    per_thread(Int<kVecWidth<T>>{});
-  }
-}
 
 // The row plan for these tensors, or ok = false where a kernel does not apply.
 kernels::RowPlan PlanRows(const at::Tensor& x, int vec_width, std::initializer_list<const void*> ptrs) {
@@ -259,7 +242,7 @@ std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x_in, const at::Te
     const kernels::RowPlan plan = PlanRows(x, kVecWidth<T>, {x.data_ptr(), w.data_ptr(), y.data_ptr()});
     if (!plan.ok) return;
     if (rows > 0) {
-      DispatchRow<T>(plan, [&](auto kw, auto kvec) {
+      kernels::ForRowPlan<T>(plan, [&](auto kw, auto kvec) {
         RmsNormForwardKernel<T, decltype(kw)::value, decltype(kvec)::value>
             <<<static_cast<unsigned>(rows), plan.threads, 0, at::cuda::getCurrentCUDAStream()>>>(
                 x.const_data_ptr<T>(), w.const_data_ptr<T>(), y.mutable_data_ptr<T>(), rstd.mutable_data_ptr<float>(),
@@ -288,7 +271,7 @@ std::optional<at::Tensor> RmsNormBackward(const at::Tensor& dy_in, const at::Ten
         PlanRows(x, kVecWidth<T>, {x.data_ptr(), dy.data_ptr(), w.data_ptr(), dx.data_ptr()});
     if (!plan.ok) return;
     if (rows > 0) {
-      DispatchRow<T>(plan, [&](auto kw, auto kvec) {
+      kernels::ForRowPlan<T>(plan, [&](auto kw, auto kvec) {
         RmsNormBackwardKernel<T, decltype(kw)::value, decltype(kvec)::value>
             <<<static_cast<unsigned>(rows), plan.threads, 0, at::cuda::getCurrentCUDAStream()>>>(
                 dy.const_data_ptr<T>(), x.const_data_ptr<T>(), w.const_data_ptr<T>(), rstd.const_data_ptr<float>(),

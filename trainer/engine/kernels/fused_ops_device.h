@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 #define HERD_HD C10_HOST_DEVICE
 #ifdef __CUDACC__
@@ -92,6 +93,28 @@ struct RowPlan {
   int threads = 32;    // a multiple of 32, at most kMaxRowThreads
   bool ok = false;
 };
+// A compile-time int, for the template arguments a row plan picks at run time.
+template <int N>
+using Int = std::integral_constant<int, N>;
+
+// Calls f(Int<kW>{}, Int<kVec>{}) for the plan's access width and accesses per thread: the one
+// place that turns a RowPlan into template arguments (the kernels' launcher and the host tests).
+template <typename T, typename F>
+void ForRowPlan(const RowPlan& p, F&& f) {
+  auto per_thread = [&](auto w) {
+    switch (p.per_thread) {
+      case 1: f(w, Int<1>{}); break;
+      case 2: f(w, Int<2>{}); break;
+      default: f(w, Int<4>{}); break;
+    }
+  };
+  if (p.width == 1) {
+    per_thread(Int<1>{});
+  } else {
+    per_thread(Int<kVecWidth<T>>{});
+  }
+}
+
 inline constexpr int kMaxRowThreads = 512;
 inline constexpr int kPreferredRowThreads = 256;
 

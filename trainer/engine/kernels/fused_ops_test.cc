@@ -129,24 +129,6 @@ TEST(Reference, RejectsBadShapes) {
 
 // ---- The kernels' per-thread bodies, run on the host ----
 
-// Runs f(Int<kW>, Int<kVec>) for a row plan, as fused_ops_cuda.cu's DispatchRow does.
-template <int N>
-using Int = std::integral_constant<int, N>;
-template <typename T, typename F>
-void ForPlan(const kernels::RowPlan& p, F&& f) {
-  auto per_thread = [&](auto w) {
-    switch (p.per_thread) {
-      case 1: f(w, Int<1>{}); break;
-      case 2: f(w, Int<2>{}); break;
-      default: f(w, Int<4>{}); break;
-    }
-  };
-  if (p.width == 1) {
-    per_thread(Int<1>{});
-  } else {
-    per_thread(Int<kernels::kVecWidth<T>>{});
-  }
-}
 
 // One block per row: every thread's Load, the sum of the partial sums, every thread's Store.
 template <typename T>
@@ -155,7 +137,7 @@ RmsNormResult EmulateRmsNormForward(const at::Tensor& x, const at::Tensor& w, fl
   const kernels::RowPlan plan = kernels::PlanRow(h, kernels::kVecWidth<T>, aligned);
   EXPECT_TRUE(plan.ok);
   at::Tensor y = at::empty_like(x), rstd = at::empty({rows}, at::kFloat);
-  ForPlan<T>(plan, [&](auto kw, auto kvec) {
+  kernels::ForRowPlan<T>(plan, [&](auto kw, auto kvec) {
     constexpr int kW = decltype(kw)::value, kVec = decltype(kvec)::value;
     const int nvec = static_cast<int>(h / kW);
     EXPECT_GE(plan.threads * kVec, nvec) << "the plan leaves part of the row to nobody";
@@ -179,7 +161,7 @@ at::Tensor EmulateRmsNormBackward(const at::Tensor& dy, const at::Tensor& x, con
   const int64_t h = x.size(-1), rows = x.numel() / h;
   const kernels::RowPlan plan = kernels::PlanRow(h, kernels::kVecWidth<T>, aligned);
   at::Tensor dx = at::empty_like(x);
-  ForPlan<T>(plan, [&](auto kw, auto kvec) {
+  kernels::ForRowPlan<T>(plan, [&](auto kw, auto kvec) {
     constexpr int kW = decltype(kw)::value, kVec = decltype(kvec)::value;
     const int nvec = static_cast<int>(h / kW);
     std::vector<kernels::RmsNormBackwardThread<T, kW, kVec>> threads(plan.threads);
