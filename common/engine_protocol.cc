@@ -94,6 +94,7 @@ json AssignmentToJson(const EngineAssignment& a) {
   j["silence_timeout_seconds"] = a.silence_timeout_seconds;
   j["cancel_grace_seconds"] = a.cancel_grace_seconds;
   j["activation_checkpointing"] = t.activation_checkpointing;
+  if (!a.weights_dtype.empty()) j["weights_dtype"] = a.weights_dtype;
   return j;
 }
 
@@ -156,6 +157,11 @@ absl::StatusOr<EngineAssignment> AssignmentFromJson(const json& j) {
   HERD_RETURN_IF_ERROR(f.Get("silence_timeout_seconds", &a.silence_timeout_seconds, false));
   HERD_RETURN_IF_ERROR(f.Get("cancel_grace_seconds", &a.cancel_grace_seconds, false));
   HERD_RETURN_IF_ERROR(f.Get("activation_checkpointing", &t.activation_checkpointing, false));
+  HERD_RETURN_IF_ERROR(f.Get("weights_dtype", &a.weights_dtype, false));
+  if (!a.weights_dtype.empty() && a.weights_dtype != "bf16" && a.weights_dtype != "fp32") {
+    return absl::InvalidArgumentError(
+        herd::StrCat("assignment: weights_dtype '", a.weights_dtype, "' is not bf16 or fp32"));
+  }
   if (a.world_size < 1 || a.rank < 0 || a.rank >= a.world_size) {
     return absl::InvalidArgumentError(herd::StrCat("assignment: rank ", a.rank, " of world_size ", a.world_size));
   }

@@ -23,6 +23,8 @@ struct EngineAssignment {
   int rank = 0;
   int world_size = 1;
   std::string device = "cpu";               // "cpu" or "cuda:0"
+  std::string weights_dtype;                // frozen weights: "bf16" or "fp32"; "" = bf16 on CUDA, fp32
+                                            // on CPU (bf16 on a CPU: the GPU's arithmetic, for checks)
   std::string model_name;
   std::string model_dir;
   std::string train_data;                   // prepared data file

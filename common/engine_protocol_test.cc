@@ -54,6 +54,15 @@ TEST(EngineProtocolTest, ActivationCheckpointingIsTheTrainingField) {
   EXPECT_FALSE(back->training.activation_checkpointing);
 }
 
+TEST(EngineProtocolTest, WeightsDtypeIsOptional) {
+  EngineAssignment a = Sample();
+  EXPECT_FALSE(AssignmentToJson(a).contains("weights_dtype")) << "by device: older engines read it unchanged";
+  a.weights_dtype = "bf16";
+  auto back = AssignmentFromJson(AssignmentToJson(a));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->weights_dtype, "bf16");
+}
+
 TEST(EngineProtocolTest, BadAssignmentsNameTheField) {
   struct Case {
     std::function<void(nlohmann::json&)> mutate;
@@ -67,6 +76,7 @@ TEST(EngineProtocolTest, BadAssignmentsNameTheField) {
       {[](nlohmann::json& j) { j["collective"]["backend"] = "gloo"; }, "'gloo' is not tcp or nccl"},
       {[](nlohmann::json& j) { j["training"].erase("seed"); }, "training.seed is missing"},
       {[](nlohmann::json& j) { j["activation_checkpointing"] = "yes"; }, "activation_checkpointing is string"},
+      {[](nlohmann::json& j) { j["weights_dtype"] = "fp8"; }, "weights_dtype 'fp8' is not bf16 or fp32"},
   };
   for (const Case& c : kCases) {
     nlohmann::json j = AssignmentToJson(Sample());

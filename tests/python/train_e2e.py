@@ -217,8 +217,32 @@ def case_optimizer_step(args, tmp, model):
         sys.exit(f"an initial adapter with another r was not refused:\n{bad.stdout}\n{bad.stderr}")
 
 
+def case_bf16(args, tmp, model):
+    # The GPU check's correctness criterion (scripts/device/gpu_check.sh, issue "The GPU path"):
+    # after 3 optimizer steps, bf16 frozen weights and fp32 ones agree (loss within 1e-2 relative,
+    # cosine of the LoRA update > 0.99). Here with the GPU's arithmetic (bf16 weights, bf16 LoRA
+    # matmuls with float32 gradients) run on this CPU, so a regression shows without a GPU.
+    common = ["--model", model, "--data", args.samples + "/support_qa.jsonl", "--max-steps", "3",
+              "--max-seq-len", "256", "--learning-rate", "1e-3", "--eval-every", "0"]
+    outs = {d: run([args.herd_train, *common, "--out", f"{tmp}/{d}", "--weights-dtype", d]) for d in ("fp32", "bf16")}
+    loss = {d: float(re.findall(r"loss ([0-9.]+)  lr", o)[-1]) for d, o in outs.items()}
+    a = load_file(tmp + "/fp32/adapter/adapter_model.safetensors")
+    b = load_file(tmp + "/bf16/adapter/adapter_model.safetensors")
+    # B starts at zero on both sides, so B is the update.
+    ua = torch.cat([a[k].float().flatten() for k in sorted(a) if "lora_B" in k])
+    ub = torch.cat([b[k].float().flatten() for k in sorted(b) if "lora_B" in k])
+    cos = torch.nn.functional.cosine_similarity(ua, ub, dim=0).item()
+    rel = abs(loss["bf16"] - loss["fp32"]) / loss["fp32"]
+    print(f"figure: bf16 vs fp32 weights after 3 steps: loss {loss['bf16']} vs {loss['fp32']} (rel {rel:.1e}), "
+          f"update cosine {cos:.5f}")
+    if torch.equal(ua, ub):
+        sys.exit("bf16 and fp32 weights gave the very same update: --weights-dtype did not reach the engine")
+    if not (rel < 1e-2 and cos > 0.99):
+        sys.exit(f"bf16 weights disagree with fp32: loss rel {rel:.2e} (limit 1e-2), update cosine {cos:.5f} (> 0.99)")
+
+
 CASES = {"ranks": case_ranks, "resume": case_resume, "eval_decreases": case_eval_decreases,
-         "optimizer_step": case_optimizer_step}
+         "optimizer_step": case_optimizer_step, "bf16": case_bf16}
 
 
 def main():

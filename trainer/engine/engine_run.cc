@@ -74,7 +74,8 @@ absl::Status Session(EngineChannel& channel, const EngineAssignment& a, int64_t*
     return absl::InvalidArgumentError(herd::StrCat("assignment: device '", a.device, "' is not cpu or cuda:N"));
   }
   if (device.is_cuda() && !torch::cuda::is_available()) return absl::FailedPreconditionError("no CUDA device visible");
-  LoadOptions load{.device = device, .dtype = device.is_cuda() ? at::kBFloat16 : at::kFloat};
+  const bool bf16 = a.weights_dtype.empty() ? device.is_cuda() : a.weights_dtype == "bf16";
+  LoadOptions load{.device = device, .dtype = bf16 ? at::kBFloat16 : at::kFloat};
   HERD_ASSIGN_OR_RETURN(auto model, LlamaModel::Load(a.model_dir, load));
   LoraOptions lora{.r = a.lora.r, .alpha = a.lora.alpha, .dropout = a.lora.dropout, .rslora = a.lora.rslora};
   for (const std::string& name : a.lora.ExpandedTargets()) lora.targets.push_back(*ProjFromName(name));

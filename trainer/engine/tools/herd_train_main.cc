@@ -33,6 +33,7 @@ enum ExitCode { kOk = 0, kFailed = 1, kInvalid = 2, kInterrupted = 130 };
 
 struct Flags {
   std::string model, data, validation_data, out, config, engine, resume, init_adapter, device = "cpu";
+  std::string weights_dtype;  // "" = by device
   int nproc = 1, threads = 1;
   int64_t max_steps = 0, epochs = 0, global_batch = 0, micro_batch = 0, max_seq_len = 0, seed = -1;
   int64_t eval_every = -1, checkpoint_every = 0;
@@ -131,6 +132,7 @@ int Run(const Flags& f) {
   herd::EngineAssignment a;
   a.job_id = "local";
   a.device = f.device;
+  a.weights_dtype = f.weights_dtype;
   a.model_name = model_name;
   a.model_dir = model_dir;
   a.train_data = train_file;
@@ -237,6 +239,10 @@ int main(int argc, char** argv) {
   app.add_option("--seed", f.seed, "Seed for order, split, LoRA init and dropout");
   app.add_option("--eval-every", f.eval_every, "Evaluate every N steps (default: before and after training)");
   app.add_option("--checkpoint-every", f.checkpoint_every, "Checkpoint every N steps (default: the job file's)");
+  app.add_option("--weights-dtype", f.weights_dtype,
+                 "Frozen weights in bf16 or fp32 (default: bf16 on CUDA, fp32 on CPU; bf16 on a CPU runs the "
+                 "GPU's arithmetic, slowly)")
+      ->check(CLI::IsMember({"bf16", "fp32"}));
   app.add_flag("--activation-checkpointing", f.activation_checkpointing,
                "Recompute each decoder layer in backward: less activation memory, about a third more compute, "
                "the same result (default: the job file's training.activation_checkpointing, else off)");
