@@ -215,6 +215,8 @@ TEST_F(SupervisorTest, RunsToCompletionAndUploadsTheFinalCheckpoint) {
     EXPECT_EQ(points[i].total_steps(), 3);
     EXPECT_TRUE(points[i].has_loss());
     EXPECT_GT(points[i].tokens(), 0);
+    EXPECT_GT(points[i].device_memory_bytes(), 0) << "the engine's peak memory (host memory on a CPU)";
+    EXPECT_FALSE(points[i].has_mfu()) << "no bf16 peak is known for a CPU";
   }
   ASSERT_FALSE(fake_.Evals().empty());
   EXPECT_EQ(fake_.Evals().back().step(), 3);

@@ -11,14 +11,15 @@
 
 #include <atomic>
 #include <filesystem>
-#include <fstream>
 
 #include "common/engine_protocol.h"
 #include "common/log.h"
 #include "common/status.h"
 #include "common/strings.h"
+#include "trainer/engine/device_info.h"
 #include "trainer/engine/dist/tcp_communicator.h"
 #include "trainer/engine/engine_channel.h"
+#include "trainer/engine/model/flops.h"
 #include "trainer/engine/train/trainer.h"
 #ifdef HERD_WITH_NCCL
 #include "trainer/engine/dist/nccl_communicator.h"
@@ -29,22 +30,6 @@ namespace {
 
 std::atomic<bool> g_sigterm{false};
 void OnSigterm(int) { g_sigterm = true; }
-
-int64_t HostMemoryBytes() {
-  return static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<int64_t>(::sysconf(_SC_PAGE_SIZE));
-}
-
-std::string CpuName() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "cpu";
-}
 
 absl::StatusOr<std::unique_ptr<Communicator>> MakeCommunicator(const EngineAssignment& a, Rendezvous& rendezvous) {
   const absl::Duration timeout = absl::Seconds(a.collective_timeout_seconds);
@@ -103,13 +88,21 @@ absl::Status Session(EngineChannel& channel, const EngineAssignment& a, int64_t*
   TrainCallbacks cb;
   cb.on_phase = phase;
   cb.cancelled = [&] { return channel.cancelled() || g_sigterm.load(); };
+  // Model FLOPs utilisation against the GPU's dense bf16 peak; unknown on CPUs and unlisted GPUs.
+  const double flops_per_token = TrainingFlopsPerToken(model->config(), a.training.max_seq_len, lora.r, lora.targets);
+  const std::optional<double> peak_flops = device.is_cuda() ? PeakBf16Flops(DescribeDevice(a.device).name) : std::nullopt;
+  TakeStepPeakMemory(a.device);  // the first step's peak starts here, after loading
   cb.on_step = [&](const StepReport& r) {
     *last_step = r.step;
+    const int64_t memory = TakeStepPeakMemory(a.device);
+    nlohmann::json mfu = nullptr;
+    if (peak_flops && r.step_seconds > 0) mfu = flops_per_token * static_cast<double>(r.tokens) / r.step_seconds / *peak_flops;
     channel.Send(ProtocolMessage("progress", {
         {"step", r.step}, {"total_steps", r.total_steps}, {"epoch", r.epoch}, {"loss", r.loss}, {"lr", r.lr},
         {"grad_norm", r.grad_norm}, {"tokens", r.tokens}, {"trained_tokens", r.trained_tokens},
         {"step_seconds", r.step_seconds}, {"allreduce_seconds", r.allreduce_seconds},
-        {"data_wait_seconds", r.data_wait_seconds}, {"device_memory_bytes", nullptr}, {"mfu", nullptr}}))
+        {"data_wait_seconds", r.data_wait_seconds},
+        {"device_memory_bytes", memory >= 0 ? nlohmann::json(memory) : nlohmann::json(nullptr)}, {"mfu", mfu}}))
         .IgnoreError();
   };
   cb.on_eval = [&](const EvalReport& r) {
@@ -140,10 +133,10 @@ int RunProtocol() {
     return 1;
   }
   EngineChannel& channel = **channel_or;
-  const bool cuda = torch::cuda::is_available();
+  const DeviceInfo dev = DescribeDevice(torch::cuda::is_available() ? "cuda:0" : "cpu");
   channel.Send(ProtocolMessage("hello", {{"engine_version", HERD_VERSION}, {"pid", ::getpid()},
-                                         {"device", cuda ? "cuda" : "cpu"}, {"device_name", cuda ? "cuda" : CpuName()},
-                                         {"device_memory_bytes", HostMemoryBytes()}, {"torch_version", TORCH_VERSION}}))
+                                         {"device", dev.kind}, {"device_name", dev.name},
+                                         {"device_memory_bytes", dev.memory_bytes}, {"torch_version", TORCH_VERSION}}))
       .IgnoreError();
 
   int64_t step = 0;

@@ -22,6 +22,7 @@
 #include "common/status.h"
 #include "nlohmann/json.hpp"
 #include "trainer/engine/kernels/fused_ops.h"
+#include "trainer/engine/model/flops.h"
 #include "trainer/engine/model/llama.h"
 #include "trainer/engine/train/optimizer.h"
 
@@ -40,15 +41,6 @@ const std::map<std::string, Shape> kShapes = {
     {"tiny", {64, 2, 4, 2, 176, 1024, false}},
     {"small", {256, 8, 8, 2, 704, 32000, false}},  // CPU-sized, with a real vocabulary
 };
-
-// 4N + 12·L·H·Q·T + 6·N_lora: frozen base (no weight gradients), attention counted in full.
-double FlopsPerToken(const Shape& s, int64_t seq, int64_t r) {
-  const double h = s.hidden, head = s.hidden / s.heads, kv = s.kv_heads, inter = s.intermediate;
-  const double per_layer = h * h * 2 + 2 * h * kv * head + 3 * h * inter;
-  const double n = s.layers * per_layer + h * s.vocab;
-  const double lora = s.layers * r * ((h + h) * 2 + (h + kv * head) * 2 + (h + inter) * 3);
-  return 4 * n + 12.0 * s.layers * h * seq + 6 * lora;
-}
 
 void Synchronize(const at::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize();
@@ -199,7 +191,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
     Synchronize(dev);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     const double tokens_per_s = static_cast<double>(batch * seq * steps) / seconds;
-    const double fpt = FlopsPerToken(s, seq, 16);
+    const double fpt = TrainingFlopsPerToken(c, seq, lora.r, lora.targets);
     const int64_t peak = PeakBytes(dev);
     const int64_t peak_rss = ProcStatusBytes("VmHWM:");
     nlohmann::json out = {{"system", "herd"}, {"model", name}, {"device", device}, {"batch", batch}, {"seq", seq},
