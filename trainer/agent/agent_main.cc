@@ -8,7 +8,6 @@
 
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <thread>
@@ -22,35 +21,12 @@
 #include "trainer/agent/agent_config.h"
 #include "trainer/agent/agent_metrics.h"
 #include "trainer/agent/coordinator_client.h"
+#include "trainer/agent/device_probe.h"
 #include "trainer/agent/model_scan.h"
 #include "trainer/agent/registration.h"
 #include "trainer/agent/supervisor.h"
 
 namespace {
-
-// The device this trainer drives, as RegisterTrainer describes it.
-herd::v1::DeviceInfo DescribeDevice(const std::string& device) {
-  herd::v1::DeviceInfo out;
-  if (device.rfind("cuda:", 0) == 0) {
-    // TODO(engine): name and memory from the engine's device probe.
-    out.set_kind(herd::v1::DEVICE_KIND_CUDA);
-    out.set_index(std::stoi(device.substr(5)));
-    out.set_name(device);
-    return out;
-  }
-  out.set_kind(herd::v1::DEVICE_KIND_CPU);
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
-      out.set_name(line.substr(line.find(':') + 2));
-      break;
-    }
-  }
-  if (out.name().empty()) out.set_name("cpu");
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0) out.set_memory_bytes(static_cast<int64_t>(pages) * page);
-  return out;
-}
 
 // "hostname-device" with the device's ':' dropped ("node3-cuda0").
 std::string DefaultName(const std::string& device) {
@@ -181,7 +157,10 @@ int main(int argc, char** argv) {
   }
   herd::v1::RegisterTrainerRequest request;
   request.set_name(config.name);
-  *request.mutable_device() = DescribeDevice(config.device);
+  const std::string engine_path = config.engine.empty() ? BesideUs("herd-engine") : config.engine;
+  herd::agent::DeviceDescription described = herd::agent::DescribeTrainerDevice(config.device, engine_path);
+  if (!described.warning.empty()) std::cerr << "herd-trainer: " << described.warning << "\n";
+  *request.mutable_device() = described.info;
   request.set_agent_version(HERD_VERSION);
   request.set_engine_version(HERD_VERSION);
   // /metrics (docs/metrics.md): its address is what the coordinator lists for Prometheus. Not
@@ -203,7 +182,7 @@ int main(int argc, char** argv) {
     std::cerr << "herd-trainer: no /metrics: " << started.status().message() << "\n";
   }
   std::map<std::string, std::string> model_dirs;
-  herd::agent::SupervisorOptions work{.engine_path = config.engine.empty() ? BesideUs("herd-engine") : config.engine,
+  herd::agent::SupervisorOptions work{.engine_path = engine_path,
                                       .scratch_dir = config.scratch_dir, .device = config.device,
                                       .bind_address = config.bind_address,
                                       .advertise_address = config.advertise_address,

@@ -14,6 +14,7 @@
 
 #include "common/strings.h"
 #include "common/status.h"
+#include "trainer/engine/device_info.h"
 #include "trainer/engine/dist/rendezvous.h"
 #include "trainer/engine/dist/tcp_communicator.h"
 #ifdef HERD_WITH_NCCL
@@ -67,6 +68,13 @@ nlohmann::json ProbeDevices() {
 #else
   j["built_with_cuda"] = false;
 #endif
+  // Each CUDA device's name and memory: herd-trainer registers its GPU with them.
+  nlohmann::json devices = nlohmann::json::array();
+  for (int i = 0; i < static_cast<int>(torch::cuda::device_count()); ++i) {
+    const DeviceInfo d = DescribeDevice(herd::StrCat("cuda:", i));
+    devices.push_back({{"index", i}, {"name", d.name}, {"memory_bytes", d.memory_bytes}});
+  }
+  j["devices"] = devices;
 #ifdef HERD_WITH_NCCL
   j["nccl"] = NcclVersion();
 #else
