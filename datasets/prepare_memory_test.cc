@@ -8,27 +8,13 @@
 #include <iostream>
 #include <string>
 
+#include "common/host_info.h"
 #include "datasets/fake_tokenizer.h"
 #include "datasets/prepare.h"
 #include "gtest/gtest.h"
 
 namespace herd::datasets {
 namespace {
-
-// The process's peak resident set (VmHWM), in bytes.
-int64_t PeakRss() {
-  std::ifstream status("/proc/self/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmHWM:") {
-      int64_t kb = 0;
-      status >> kb;
-      return kb * 1024;
-    }
-    status.ignore(1 << 20, '\n');
-  }
-  return -1;
-}
 
 TEST(PrepareMemory, PeakDoesNotGrowWithTokens) {
   char tmpl[] = "/tmp/herd_prepare_memory_test.XXXXXX";
@@ -48,7 +34,7 @@ TEST(PrepareMemory, PeakDoesNotGrowWithTokens) {
       tokens += 1 + 1 + static_cast<int64_t>(prompt.size() + answer.size()) + 1;  // BOS ▁ ... EOS
     }
   }
-  const int64_t before = PeakRss();
+  const int64_t before = ProcStatusBytes("VmHWM:");
   ASSERT_GT(before, 0);
 
   FakeTokenizer tokenizer;
@@ -66,7 +52,7 @@ TEST(PrepareMemory, PeakDoesNotGrowWithTokens) {
 
   // The token ids alone would take 4 bytes each (the in-memory preparation held about 21 per
   // token); what may grow is a few dozen bytes per record and buffers of a few megabytes.
-  const int64_t growth = PeakRss() - before;
+  const int64_t growth = ProcStatusBytes("VmHWM:") - before;
   const int64_t bound = 48 << 20;
   std::cout << "peak RSS growth " << growth << " bytes, " << tokens << " tokens\n";
   ASSERT_GT(tokens * 4, 3 * bound) << "the dataset is too small to show anything";

@@ -1,10 +1,7 @@
 // DescribeTrainerDevice: see device_probe.h.
 #include "trainer/agent/device_probe.h"
 
-#include <unistd.h>
-
-#include <fstream>
-
+#include "common/host_info.h"
 #include "common/strings.h"
 #include "common/subprocess.h"
 #include "nlohmann/json.hpp"
@@ -14,16 +11,8 @@ namespace {
 
 void DescribeHost(herd::v1::DeviceInfo* out) {
   out->set_kind(herd::v1::DEVICE_KIND_CPU);
-  std::ifstream cpuinfo("/proc/cpuinfo");
-  for (std::string line; std::getline(cpuinfo, line);) {
-    if (line.rfind("model name", 0) == 0 && line.find(':') != std::string::npos) {
-      out->set_name(line.substr(line.find(':') + 2));
-      break;
-    }
-  }
-  if (out->name().empty()) out->set_name("cpu");
-  const long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-  if (pages > 0 && page > 0) out->set_memory_bytes(static_cast<int64_t>(pages) * page);
+  out->set_name(CpuModelName());
+  out->set_memory_bytes(HostMemoryBytes());
 }
 
 // The probe's entry for CUDA device `index`, or why there is none.

@@ -1,55 +1,28 @@
 // DeviceInfo and friends: see device_info.h.
 #include "trainer/engine/device_info.h"
 
-#include <unistd.h>
-
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
-
-#include <fstream>
 
 #ifdef HERD_WITH_CUDA
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDACachingAllocator.h>
+#include <c10/cuda/CUDAFunctions.h>
 #endif
+
+#include "common/host_info.h"
 
 namespace herd::engine {
 namespace {
 
-int64_t HostMemoryBytes() {
-  return static_cast<int64_t>(::sysconf(_SC_PHYS_PAGES)) * static_cast<int64_t>(::sysconf(_SC_PAGE_SIZE));
-}
-
-std::string CpuName() {
-  std::ifstream in("/proc/cpuinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind("model name", 0) == 0) {
-      size_t colon = line.find(':');
-      if (colon != std::string::npos) return line.substr(colon + 2);
-    }
-  }
-  return "cpu";
-}
-
-// "VmHWM:"-style line of /proc/self/status in bytes; -1 where there is none.
-int64_t ProcStatusBytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;
-  }
-  return -1;
-}
-
 #ifdef HERD_WITH_CUDA
-c10::DeviceIndex CudaIndex(const at::Device& d) { return d.has_index() ? d.index() : c10::DeviceIndex{0}; }
+c10::DeviceIndex CudaIndex(const at::Device& d) { return d.has_index() ? d.index() : c10::cuda::current_device(); }
 #endif
 
 }  // namespace
 
 DeviceInfo DescribeDevice(const std::string& device) {
-  DeviceInfo info{.kind = "cpu", .name = CpuName(), .memory_bytes = HostMemoryBytes()};
+  DeviceInfo info{.kind = "cpu", .name = CpuModelName(), .memory_bytes = HostMemoryBytes()};
 #ifdef HERD_WITH_CUDA
   try {
     const at::Device d(device);
@@ -78,24 +51,39 @@ std::optional<double> PeakBf16Flops(std::string_view name) {
   return std::nullopt;
 }
 
-int64_t TakeStepPeakMemory(const std::string& device) {
+int64_t AllocatedBytes(const std::string& device, bool peak) {
 #ifdef HERD_WITH_CUDA
   try {
     const at::Device d(device);
     if (d.is_cuda()) {
-      const auto index = CudaIndex(d);
-      auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(index);
-      const int64_t peak =
-          stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
-      c10::cuda::CUDACachingAllocator::resetPeakStats(index);
-      return peak;
+      const auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(CudaIndex(d));
+      const auto& allocated = stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)];
+      return peak ? allocated.peak : allocated.current;
     }
   } catch (const std::exception&) {
     return -1;
   }
 #endif
   (void)device;
-  return ProcStatusBytes("VmHWM:");
+  return ProcStatusBytes(peak ? "VmHWM:" : "VmRSS:");
+}
+
+void ResetPeakMemory(const std::string& device) {
+#ifdef HERD_WITH_CUDA
+  try {
+    const at::Device d(device);
+    if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(CudaIndex(d));
+  } catch (const std::exception&) {
+    // Nothing to reset on a device that does not exist.
+  }
+#endif
+  (void)device;
+}
+
+int64_t TakeStepPeakMemory(const std::string& device) {
+  const int64_t peak = AllocatedBytes(device, /*peak=*/true);
+  ResetPeakMemory(device);
+  return peak;
 }
 
 }  // namespace herd::engine

@@ -25,8 +25,15 @@ DeviceInfo DescribeDevice(const std::string& device);
 // other names (MFU is then reported as unknown, not guessed).
 std::optional<double> PeakBf16Flops(std::string_view device_name);
 
-// The most memory allocated on `device` since the last call (the CUDA caching allocator's peak,
-// then reset), or the process's peak resident set on a CPU. -1 where unknown.
+// Memory in use on `device`: the CUDA caching allocator's allocated bytes now, or with `peak` the
+// most since its last reset; on a CPU the process's resident set now, or its peak. -1 where unknown.
+// "cuda" without an index is the current device.
+int64_t AllocatedBytes(const std::string& device, bool peak);
+// Starts a new peak for AllocatedBytes(device, true) on a GPU; nothing on a CPU (the peak resident
+// set cannot be reset).
+void ResetPeakMemory(const std::string& device);
+
+// The most memory allocated on `device` since the last call (AllocatedBytes's peak, then reset).
 int64_t TakeStepPeakMemory(const std::string& device);
 
 }  // namespace herd::engine

@@ -6,21 +6,18 @@
 //   herd-bench --model llama3-8b --batch 2 --seq 2048 --device cuda:0 [--grad-ckpt]
 #include <chrono>
 #include <cstdio>
-#include <fstream>
 #include <iostream>
 #include <map>
 #include <string>
 
 #include <ATen/ATen.h>
 #include <torch/cuda.h>
-#ifdef HERD_WITH_CUDA
-#include <c10/cuda/CUDACachingAllocator.h>
-#include <c10/cuda/CUDAFunctions.h>
-#endif
 
 #include "CLI/CLI.hpp"
+#include "common/host_info.h"
 #include "common/status.h"
 #include "nlohmann/json.hpp"
+#include "trainer/engine/device_info.h"
 #include "trainer/engine/kernels/fused_ops.h"
 #include "trainer/engine/model/flops.h"
 #include "trainer/engine/model/llama.h"
@@ -46,50 +43,14 @@ void Synchronize(const at::Device& d) {
   if (d.is_cuda()) torch::cuda::synchronize();
 }
 
-#ifdef HERD_WITH_CUDA
-// The allocator's statistics want a real index: "cuda" (no index) is the current device.
-c10::DeviceIndex CudaIndex(const at::Device& d) { return d.has_index() ? d.index() : c10::cuda::current_device(); }
-#endif
-
-int64_t PeakBytes(const at::Device& d) {
-#ifdef HERD_WITH_CUDA
-  if (d.is_cuda()) {
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(CudaIndex(d));
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].peak;
-  }
-#endif
-  return -1;
-}
+// The peak allocated on a GPU since the last ResetPeakMemory; -1 on a CPU (its resident set
+// cannot be reset: peak_rss_gib and step_rss_gib stand in).
+int64_t PeakBytes(const at::Device& d) { return d.is_cuda() ? AllocatedBytes(d.str(), /*peak=*/true) : -1; }
 
 // Bytes in use now: the CUDA allocator's live bytes, or on CPU the resident set (-1 where unknown).
 // For the CPU figure to follow frees, run with MALLOC_MMAP_THRESHOLD_=65536 (glibc then returns
 // every large block to the system when it is freed).
-int64_t ProcStatusBytes(const std::string& key);
-int64_t CurrentBytes(const at::Device& d) {
-#ifdef HERD_WITH_CUDA
-  if (d.is_cuda()) {
-    auto stats = c10::cuda::CUDACachingAllocator::getDeviceStats(CudaIndex(d));
-    return stats.allocated_bytes[static_cast<size_t>(c10::CachingAllocator::StatType::AGGREGATE)].current;
-  }
-#endif
-  return ProcStatusBytes("VmRSS:");
-}
-
-void ResetPeak(const at::Device& d) {
-#ifdef HERD_WITH_CUDA
-  if (d.is_cuda()) c10::cuda::CUDACachingAllocator::resetPeakStats(CudaIndex(d));
-#endif
-}
-
-// A "VmRSS:"-style line of /proc/self/status in bytes; -1 where there is none.
-int64_t ProcStatusBytes(const std::string& key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(key.size())) * 1024;  // "   123 kB"
-  }
-  return -1;
-}
+int64_t CurrentBytes(const at::Device& d) { return AllocatedBytes(d.str(), /*peak=*/false); }
 
 double Gib(int64_t bytes) { return static_cast<double>(bytes) / double(1 << 30); }
 
@@ -185,7 +146,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
   try {
     for (int i = 0; i < warmup; ++i) HERD_RETURN_IF_ERROR(step(i, /*measure=*/true));
     Synchronize(dev);
-    ResetPeak(dev);
+    ResetPeakMemory(dev.str());
     const auto start = std::chrono::steady_clock::now();
     for (int i = 0; i < steps; ++i) HERD_RETURN_IF_ERROR(step(i, /*measure=*/false));
     Synchronize(dev);
