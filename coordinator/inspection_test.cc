@@ -3,27 +3,21 @@
 // published as a trainer would (tokens, pieces, masks, formats, options, errors, tenancy).
 #include "coordinator/inspection.h"
 
-#include <unistd.h>
-
 #include <algorithm>
-#include <filesystem>
-#include <fstream>
 #include <memory>
 #include <numeric>
 #include <string>
 
 #include "common/file_util.h"
 #include "common/rpc/rpc.h"
-#include "common/subprocess.h"
 #include "coordinator/services/dataset_service.h"
 #include "coordinator/store/test_util.h"
+#include "coordinator/tiny_model_testing.h"
 #include "gtest/gtest.h"
-#include "nlohmann/json.hpp"
 
 namespace herd::coordinator {
 namespace {
 
-namespace fs = std::filesystem;
 using store::testing::kTenantA;
 using store::testing::kTenantB;
 
@@ -31,17 +25,6 @@ const std::string kSamples = StrCat(HERD_SOURCE_ROOT, "/datasets/samples");
 
 class InspectDatasetTest : public store::testing::StoreTest {
  protected:
-  static void SetUpTestSuite() {
-    root_ = new fs::path(fs::temp_directory_path() / StrCat("herd_inspection_test_", getpid()));
-    fs::create_directories(*root_);
-    auto made = RunSubprocess({.argv = {HERD_MAKE_TINY_MODEL, "--out", (*root_ / "tiny-llama").string()}});
-    ASSERT_TRUE(made.ok() && made->ok()) << made.status() << (made.ok() ? made->stderr_text : "");
-  }
-  static void TearDownTestSuite() {
-    fs::remove_all(*root_);
-    delete root_;
-  }
-
   void SetUp() override {
     StoreTest::SetUp();
     auto a = store_->tokens().CreateUserToken(kTenantA, "test");
@@ -49,7 +32,7 @@ class InspectDatasetTest : public store::testing::StoreTest {
     ASSERT_TRUE(a.ok() && b.ok());
     token_a_ = a->token;
     token_b_ = b->token;
-    Publish("tiny-llama", "");
+    ASSERT_TRUE(test_models::PublishTinyModel(*store_, "tiny-llama").ok());
     uploads_ = std::make_unique<DatasetUploads>(store_.get());
     service_ = std::make_unique<services::DatasetService>(
         uploads_.get(), &store_->tokens(),
@@ -69,31 +52,6 @@ class InspectDatasetTest : public store::testing::StoreTest {
     if (bare_server_) bare_server_->Shutdown();
   }
 
-  // Publishes the tiny model's files (not its weights) as `name`, as registration does; a
-  // non-empty `chat_template` replaces the one in tokenizer_config.json.
-  void Publish(const std::string& name, const std::string& chat_template) {
-    store::ModelRecord model;
-    model.name = name;
-    model.weights_sha256 = std::string(64, 'a');
-    for (const auto& entry : fs::directory_iterator(*root_ / "tiny-llama")) {
-      const std::string file = entry.path().filename().string();
-      if (file.find(".safetensors") != std::string::npos) continue;
-      absl::StatusOr<store::BlobRef> blob;
-      if (file == "tokenizer_config.json" && !chat_template.empty()) {
-        auto text = ReadFile(entry.path().string());
-        ASSERT_TRUE(text.ok());
-        auto j = nlohmann::json::parse(*text);
-        j["chat_template"] = chat_template;
-        blob = store_->blobs().Put(j.dump());
-      } else {
-        blob = store_->blobs().PutFile(entry.path().string());
-      }
-      ASSERT_TRUE(blob.ok()) << blob.status();
-      model.files.push_back({file, *blob});
-    }
-    auto put = store_->trainers().PutModel(model, /*replace=*/true);
-    ASSERT_TRUE(put.ok()) << put.status();
-  }
 
   // A READY dataset of `tenant` holding the sample `file` (or `content`).
   std::string Dataset(std::string_view tenant, const std::string& file, const std::string& format,
@@ -129,14 +87,12 @@ class InspectDatasetTest : public store::testing::StoreTest {
     return static_cast<int>(std::count(ex.trained().begin(), ex.trained().end(), true));
   }
 
-  static fs::path* root_;
   std::string token_a_, token_b_;
   std::unique_ptr<DatasetUploads> uploads_;
   std::unique_ptr<services::DatasetService> service_, bare_service_;
   std::unique_ptr<grpc::Server> server_, bare_server_;
   std::unique_ptr<herd::v1::DatasetService::Stub> stub_, bare_stub_;
 };
-fs::path* InspectDatasetTest::root_ = nullptr;
 
 TEST_F(InspectDatasetTest, ChatRecordsAsTheModelSeesThem) {
   herd::v1::InspectDatasetResponse r;
@@ -240,7 +196,8 @@ TEST_F(InspectDatasetTest, Errors) {
   }
 
   // A model whose template Herd does not render: chat records need chat_template set.
-  Publish("odd-model", "{% for m in messages %}{{ m.content }}{% endfor %}");
+  ASSERT_TRUE(
+      test_models::PublishTinyModel(*store_, "odd-model", "{% for m in messages %}{{ m.content }}{% endfor %}").ok());
   grpc::Status s = Inspect(Request(chat, 1, "odd-model"), &r);
   EXPECT_EQ(s.error_code(), grpc::StatusCode::FAILED_PRECONDITION) << s.error_message();
   EXPECT_NE(s.error_message().find("chat_template"), std::string::npos) << s.error_message();

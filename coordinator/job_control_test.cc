@@ -9,20 +9,18 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <filesystem>
 #include <fstream>
 
 #include "common/file_util.h"
 #include "common/strings.h"
-#include "common/subprocess.h"
 #include "coordinator/clock.h"
 #include "coordinator/registry.h"
 #include "coordinator/store/test_util.h"
+#include "coordinator/tiny_model_testing.h"
 
 namespace herd::coordinator {
 namespace {
 
-namespace fs = std::filesystem;
 using store::JobState;
 
 class JobControlTest : public store::testing::StoreTest {
@@ -30,20 +28,8 @@ class JobControlTest : public store::testing::StoreTest {
   void SetUp() override {
     StoreTest::SetUp();
     root_ = dir_.path();
-    auto made = RunSubprocess({.argv = {HERD_MAKE_TINY_MODEL, "--out", root_ + "/tiny-llama"}});
-    ASSERT_TRUE(made.ok() && made->ok()) << made.status();
     // The model as a trainer publishes it: its metadata files as blobs.
-    store::ModelRecord model{.name = "tiny-llama", .weights_sha256 = std::string(64, 'a'), .weights_size_bytes = 1};
-    for (const auto& entry : fs::directory_iterator(root_ + "/tiny-llama")) {
-      const std::string name = entry.path().filename().string();
-      if (name.find(".safetensors") != std::string::npos) continue;
-      auto bytes = ReadFile(entry.path().string());
-      ASSERT_TRUE(bytes.ok());
-      auto blob = store_->blobs().Put(*bytes);
-      ASSERT_TRUE(blob.ok());
-      model.files.push_back({.name = name, .blob = *blob});
-    }
-    ASSERT_TRUE(store_->trainers().PutModel(model, /*replace=*/true).ok());
+    ASSERT_TRUE(test_models::PublishTinyModel(*store_, "tiny-llama").ok());
     // herd-prepare behind a wrapper that counts its runs.
     count_file_ = root_ + "/prepare-runs";
     const std::string wrapper = root_ + "/herd-prepare-counting";

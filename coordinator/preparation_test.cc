@@ -10,7 +10,7 @@
 #include <fstream>
 
 #include "common/strings.h"
-#include "common/subprocess.h"
+#include "coordinator/tiny_model_testing.h"
 
 namespace herd::coordinator {
 namespace {
@@ -20,14 +20,16 @@ namespace fs = std::filesystem;
 class PreparationTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
+    auto dir = test_models::TinyModelDir();
+    ASSERT_TRUE(dir.ok()) << dir.status();
+    model_dir_ = new std::string(*dir);
     root_ = new fs::path(fs::temp_directory_path() / StrCat("herd_preparation_test_", getpid()));
     fs::create_directories(*root_);
-    auto made = RunSubprocess({.argv = {HERD_MAKE_TINY_MODEL, "--out", (*root_ / "tiny-llama").string()}});
-    ASSERT_TRUE(made.ok() && made->ok()) << made.status() << (made.ok() ? made->stderr_text : "");
   }
   static void TearDownTestSuite() {
     fs::remove_all(*root_);
     delete root_;
+    delete model_dir_;
   }
 
   PreparationInput Input(const std::string& dataset) {
@@ -38,10 +40,7 @@ class PreparationTest : public ::testing::Test {
     in.spec.training.global_batch_size = 4;
     in.spec.resources.trainers = 2;
     in.dataset_path = dataset;
-    for (const auto& entry : fs::directory_iterator(*root_ / "tiny-llama")) {
-      const std::string name = entry.path().filename().string();
-      if (name.find(".safetensors") == std::string::npos) in.model_files[name] = entry.path().string();
-    }
+    in.model_files = test_models::TinyModelMetadataFiles(*model_dir_);
     return in;
   }
 
@@ -53,8 +52,10 @@ class PreparationTest : public ::testing::Test {
 
   Preparer preparer_{{.herd_prepare = HERD_PREPARE, .work_dir = "/tmp"}};
   static fs::path* root_;
+  static std::string* model_dir_;
 };
 fs::path* PreparationTest::root_ = nullptr;
+std::string* PreparationTest::model_dir_ = nullptr;
 
 const std::string kSamples = StrCat(HERD_SOURCE_ROOT, "/datasets/samples");
 
