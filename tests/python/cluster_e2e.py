@@ -14,7 +14,7 @@ import tempfile
 import time
 
 from datasets_e2e import (CALL_TIMEOUT_S, READY_TIMEOUT_S, Herd, check, cluster_token, die_with_parent, make_token,
-                          wait_ready)
+                          stop_all, wait_ready)
 
 
 def wait_for(what, predicate, log_paths):
@@ -100,10 +100,7 @@ def main():
             t1.send_signal(signal.SIGTERM)
             check(t1.wait(timeout=READY_TIMEOUT_S) == 0, "herd-trainer exits 0 on SIGTERM", open(logs["t1"]).read())
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            stop_all(procs)
     print("cluster_e2e: ok")
 
 

@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 
-from datasets_e2e import CALL_TIMEOUT_S, Herd, check, cluster_token, die_with_parent, make_token
+from datasets_e2e import CALL_TIMEOUT_S, Herd, check, cluster_token, die_with_parent, make_token, stop_all
 
 READY_TIMEOUT_S = 120  # generous: catches hangs, does not measure speed
 JOB_TIMEOUT_S = 600
@@ -151,10 +151,7 @@ class Cluster:
         return self.herd(token or self.user, *args)
 
     def stop(self):
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        stop_all(self.procs)
 
 
 def submit(cluster, dataset, name, trainers, steps=6, every=3):

@@ -62,6 +62,14 @@ def cluster_token(coordinator, data_dir):
     return p.stdout.strip()
 
 
+def stop_all(procs):
+    """Kills and reaps every process of `procs` still running (a test's cluster, at its end)."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def wait_ready(proc, ready_file, log_path):
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -15,7 +15,7 @@ import time
 import urllib.request
 
 from cluster_e2e import cluster_token, wait_for
-from datasets_e2e import CALL_TIMEOUT_S, check, die_with_parent, wait_ready
+from datasets_e2e import CALL_TIMEOUT_S, check, die_with_parent, stop_all, wait_ready
 
 
 def scrape(port, path="/metrics"):
@@ -105,10 +105,7 @@ def main():
             check("herd_mfu_ratio" not in text, "no GPU series on a CPU trainer", text)
             lint(text, "trainer")
         finally:
-            for p in procs:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait()
+            stop_all(procs)
     print("metrics_e2e: ok")
 
 
