@@ -15,6 +15,8 @@
 #include <cstring>
 #include <limits>
 
+#include "trainer/engine/kernels/fused_ops_device.h"  // Exp, the accurate expf on both compilers
+
 #define HERD_CE_HD C10_HOST_DEVICE
 #ifdef __CUDACC__
 #define HERD_CE_UNROLL _Pragma("unroll")
@@ -31,14 +33,6 @@ inline constexpr int kCeNoIndex = std::numeric_limits<int>::max();
 struct alignas(16) CeVec {
   uint32_t w[4];
 };
-
-HERD_CE_HD inline float CeExp(float v) {
-#ifdef __CUDA_ARCH__
-  return expf(v);  // the accurate expf: the kernels build without --use_fast_math
-#else
-  return std::exp(v);
-#endif
-}
 
 HERD_CE_HD inline float CeLog(float v) {
 #ifdef __CUDA_ARCH__
@@ -144,7 +138,7 @@ HERD_CE_HD inline float CeBase(float m) { return m == -INFINITY ? 0.0f : m; }
 HERD_CE_HD inline void CeMerge(CeRunning& a, const CeRunning& b) {
   const float m = a.m > b.m ? a.m : b.m;
   const float base = CeBase(m);
-  a.s = a.s * CeExp(a.m - base) + b.s * CeExp(b.m - base);
+  a.s = a.s * Exp(a.m - base) + b.s * Exp(b.m - base);
   if (b.m > a.m || (b.m == a.m && b.i < a.i)) a.i = b.i;
   a.m = m;
 }
@@ -162,13 +156,13 @@ HERD_CE_HD inline void CeFold(CeRunning& r, const float (&x)[kN], const int (&in
     }
   }
   if (gm > r.m) {
-    r.s *= CeExp(r.m - gm);  // exp(−inf) = 0 on the first finite value
+    r.s *= Exp(r.m - gm);  // exp(−inf) = 0 on the first finite value
     r.m = gm;
     r.i = gi;
   }
   const float base = CeBase(r.m);
   float s = 0.0f;
-  HERD_CE_UNROLL for (int k = 0; k < kN; ++k) s += CeExp(x[k] - base);
+  HERD_CE_UNROLL for (int k = 0; k < kN; ++k) s += Exp(x[k] - base);
   r.s += s;
 }
 
@@ -236,7 +230,7 @@ HERD_CE_HD inline float CeLse(const CeRunning& r) { return r.m + CeLog(r.s); }
 HERD_CE_HD inline int CeArgmax(const CeRunning& r) { return r.i == kCeNoIndex ? 0 : r.i; }
 
 HERD_CE_HD inline float CeGrad(float x, float lse, bool is_target) {
-  return CeExp(x - lse) - (is_target ? 1.0f : 0.0f);
+  return Exp(x - lse) - (is_target ? 1.0f : 0.0f);
 }
 
 // Pass 2 of thread `tid`: exp(l − lse) − [j == target] over its elements of pass 1, the last
