@@ -18,7 +18,7 @@
 #  7. (while the budget lasts) the 1B shape with one part off at a time: --reference layers,
 #     --no-fused-kernels, --attention sdpa, --full-logits (informational);
 # Always ends with the table (targets as ratios to the baseline of the same call) and writes
-# $OUT/{results.jsonl,summary.md,gpu_check.log,build.log,kernel_check.jsonl}. Exit status 0 when all
+# $OUT/{results.jsonl,summary.md,gpu_check.log,build.log,kernel_check.jsonl,profile.jsonl}. Exit status 0 when all
 # checks and all targets passed.
 # Environment: HERD_GPU_CHECK_SKIP_BASELINE=1 skips step 6; HERD_GPU_CHECK_DEVICE=cpu runs the
 # whole script on a CPU box with tiny shapes (to test the script: no targets can pass there);
@@ -41,7 +41,7 @@ work=$build/gpu-check-work   # scratch that does not come back ($OUT holds a few
 mkdir -p "$out" "$work"
 results=$out/results.jsonl
 log=$out/gpu_check.log
-: >"$results"; : >"$log"
+: >"$results"; : >"$log"; : >"$out/profile.jsonl"
 python=$(command -v python3)
 [[ $cpu == 1 && -x "$HOME/.cache/herd/venv/bin/python3" ]] && python=$HOME/.cache/herd/venv/bin/python3
 # Python runs with the machine's own libraries: the bundle's Debian ones are for Herd's binaries.
@@ -91,7 +91,7 @@ why() {
   esac
 }
 finish() {
-  report report "$results" "$out/summary.md" | tee -a "$log"
+  report report "$results" "$out/summary.md" "$out/profile.jsonl" | tee -a "$log"
   exit "${PIPESTATUS[0]}"
 }
 
@@ -213,9 +213,12 @@ fi
 for s in "${shapes[@]}"; do
   set -- $s
   row=$1 model=$2 batch=$3; shift 3
-  step "bench_$row" 150 30 "$bin/herd-bench" --model "$model" --batch "$batch" --seq "$seq" --device "$device" "$@" "${extra[@]}"
+  # --profile: one more step under the Kineto profiler, after the timed ones (where the time goes).
+  step "bench_$row" 150 30 "$bin/herd-bench" --model "$model" --batch "$batch" --seq "$seq" --device "$device" "$@" \
+    "${extra[@]}" --profile "$out/profile.jsonl"
   rc=$?
-  if (( rc == 0 )); then
+  if (( rc == 0 )) || grep -q '"system":"herd"' "$work/bench_$row.out"; then
+    (( rc == 0 )) || echo "{\"check\":\"step\",\"name\":\"profile_$row\",\"rc\":$rc,\"seconds\":0}" >>"$results"
     report tag bench row="$row" <"$work/bench_$row.out" >>"$results"
   else
     echo "{\"check\":\"bench\",\"row\":\"$row\",\"rc\":$rc,\"error\":\"$(why "bench_$row" $rc)\"}" >>"$results"

@@ -5,7 +5,7 @@ Standard library only, except `correctness`, which needs torch and safetensors.
   gpu_check_report.py tag CHECK [KEY=VALUE ...] < lines     JSON lines with "check" (and keys) added
   gpu_check_report.py smoke < herd-engine --smoke output    one tagged line per smoke check
   gpu_check_report.py correctness CPU_DIR DEV_DIR CPU_LOG DEV_LOG
-  gpu_check_report.py report RESULTS SUMMARY_MD
+  gpu_check_report.py report RESULTS SUMMARY_MD [PROFILE_JSONL]
 """
 import json
 import math
@@ -134,8 +134,48 @@ def check_line(r):
     return None
 
 
+def kernel_kind(name):
+    n = name.lower()
+    if "herd::" in n:
+        return "herd kernels"
+    if "flash" in n or "fmha" in n:
+        return "attention"
+    if any(k in n for k in ("gemm", "nvjet", "cutlass", "xmma", "cublas", "sm90_", "sm80_")):
+        return "matmul"
+    if "memcpy" in n or "memset" in n:
+        return "copies"
+    if "reduce" in n:
+        return "reductions"
+    if "elementwise" in n or "vectorized" in n or "foreach" in n:
+        return "elementwise"
+    return "other"
+
+
+def profile_lines(path):
+    """Where one profiled step's GPU time went, per shape: idle time and kernel kinds."""
+    out = []
+    try:
+        rows = [json.loads(l) for l in open(path) if l.strip()]
+    except (OSError, json.JSONDecodeError):
+        return out
+    for h in (r for r in rows if r.get("check") == "profile"):
+        key = (h.get("model"), h.get("batch"))
+        kernels = [r for r in rows if r.get("check") == "profile_kernel" and (r.get("model"), r.get("batch")) == key]
+        kinds = {}
+        for k in kernels:
+            kinds[kernel_kind(k["kernel"])] = kinds.get(kernel_kind(k["kernel"]), 0.0) + k["ms"]
+        dev = h.get("device_ms") or 0.0
+        out.append(f"  {h.get('model')} b{h.get('batch')}{' ckpt' if h.get('grad_ckpt') else ''}: step "
+                   f"{num(h.get('wall_ms'), '.1f')} ms, kernels {num(dev, '.1f')} ms, idle {num(h.get('idle_ms'), '.1f')} ms; "
+                   + ", ".join(f"{k} {v:.1f}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1])) + " (top 40)")
+        for k in kernels[:6]:
+            out.append(f"    {k['ms']:8.2f} ms {k['count']:5d}x  {k['kernel'][:90]}")
+    return out
+
+
 def cmd_report(args):
-    results, summary = args
+    results, summary = args[0], args[1]
+    profile = profile_lines(args[2]) if len(args) > 2 else []
     rows = []
     for line in open(results):
         try:
@@ -252,6 +292,10 @@ def cmd_report(args):
     print()
     for s in table:
         print(s)
+    if profile:
+        print("\nwhere one step's GPU time goes:")
+        for s in profile:
+            print(s)
     print(f"\nsteps: {timing}")
     with open(summary, "w") as f:
         f.write("# GPU check\n\n")
@@ -261,6 +305,8 @@ def cmd_report(args):
             f.write(f"- also: {r['row']} {r.get('kind')} baseline {num(r['tokens_per_s'], ',.0f')} tok/s\n")
         if ablations:
             f.write("\n1B b8 with one part off:\n\n```\n" + "\n".join([full_line] + ablations) + "\n```\n")
+        if profile:
+            f.write("\nWhere one step's GPU time goes:\n\n```\n" + "\n".join(profile) + "\n```\n")
         f.write(f"\nSteps: {timing}\n")
     print("overall: " + ("FAIL" if failed else "PASS"))
     return 1 if failed else 0

@@ -10,7 +10,13 @@
 #include <map>
 #include <string>
 
+#include <algorithm>
+#include <fstream>
+#include <functional>
+#include <set>
+
 #include <ATen/ATen.h>
+#include <torch/csrc/autograd/profiler_kineto.h>
 #include <torch/cuda.h>
 
 #include "CLI/CLI.hpp"
@@ -64,7 +70,65 @@ struct BenchOptions {
   bool no_fused_kernels = false;  // CUDA tensors take the ATen references (SetFusedKernelsEnabled)
   std::string attention = "auto";  // "auto" (flash where it applies) or "sdpa"
   bool reference = false;    // plain autograd layers instead of the lean nodes (LlamaModel::set_reference_layers)
+  std::string profile;       // where to write one more step's kernel profile (JSON lines); empty = none
 };
+
+// Runs `run` (one training step) under the Kineto profiler and writes where its device time went:
+// a first line with the step's wall time and the kernels' summed time (their difference is time
+// the GPU sat idle, launch gaps mostly), then the kernels by total time, most first.
+absl::Status ProfileStep(const std::string& path, const nlohmann::json& shape, const at::Device& dev,
+                         const std::function<absl::Status()>& run) {
+  namespace prof = torch::profiler::impl;
+  std::set<prof::ActivityType> activities = {prof::ActivityType::CPU};
+  if (dev.is_cuda()) activities.insert(prof::ActivityType::CUDA);
+  torch::autograd::profiler::prepareProfiler(prof::ProfilerConfig(prof::ProfilerState::KINETO), activities);
+  torch::autograd::profiler::enableProfiler(prof::ProfilerConfig(prof::ProfilerState::KINETO), activities);
+  const auto start = std::chrono::steady_clock::now();
+  absl::Status s = run();
+  Synchronize(dev);
+  const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  std::unique_ptr<torch::autograd::profiler::ProfilerResult> result = torch::autograd::profiler::disableProfiler();
+  HERD_RETURN_IF_ERROR(s);
+  struct Sum {
+    double ms = 0;
+    int64_t count = 0;
+  };
+  std::map<std::string, Sum> by_name;
+  double device_ms = 0;
+  int64_t device_events = 0;
+  for (const auto& e : result->events()) {
+    const double ms = static_cast<double>(e.durationNs()) / 1e6;
+    // On a GPU, the device's own events (kernels, copies); on a CPU the operators (which nest, so
+    // their times overlap: there the list is only a rough guide).
+    if ((e.deviceType() == c10::DeviceType::CPU) == dev.is_cuda()) continue;
+    Sum& sum = by_name[e.name()];
+    sum.ms += ms;
+    ++sum.count;
+    device_ms += ms;
+    ++device_events;
+  }
+  std::vector<std::pair<std::string, Sum>> sorted(by_name.begin(), by_name.end());
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.second.ms > b.second.ms; });
+  std::ofstream out(path, std::ios::app);
+  nlohmann::json head = shape;
+  head["check"] = "profile";
+  head["wall_ms"] = wall_ms;
+  head["device_ms"] = device_ms;
+  head["device_events"] = device_events;
+  head["idle_ms"] = wall_ms - device_ms;
+  out << head.dump() << "\n";
+  int rank = 0;
+  for (const auto& [name, sum] : sorted) {
+    if (++rank > 40) break;
+    nlohmann::json row = {{"check", "profile_kernel"}, {"model", shape.value("model", "")},
+                          {"batch", shape.value("batch", 0)}, {"rank", rank},
+                          {"kernel", name.substr(0, 160)}, {"ms", sum.ms}, {"count", sum.count},
+                          {"share", device_ms > 0 ? sum.ms / device_ms : 0.0}};
+    out << row.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+  }
+  if (!out) return absl::InternalError("writing the profile to " + path);
+  return absl::OkStatus();
+}
 
 absl::Status Bench(const std::string& name, const std::string& device, const BenchOptions& o) {
   const int64_t batch = o.batch, seq = o.seq;
@@ -167,6 +231,10 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
                           {"peak_mem_gib", peak < 0 ? nlohmann::json(nullptr) : nlohmann::json(peak / double(1 << 30))},
                           {"loss", loss}};
     std::cout << out.dump() << std::endl;
+    if (!o.profile.empty()) {
+      HERD_RETURN_IF_ERROR(ProfileStep(o.profile, {{"model", name}, {"batch", batch}, {"seq", seq}, {"grad_ckpt", grad_ckpt}},
+                                       dev, [&] { return step(steps, /*measure=*/false); }));
+    }
   } catch (const std::exception& e) {
     return absl::InternalError(e.what());
   }
@@ -197,6 +265,9 @@ int main(int argc, char** argv) {
   app.add_option("--attention", o.attention, "auto (varlen flash where it applies) or sdpa")->capture_default_str();
   app.add_flag("--reference", o.reference,
                "Decoder layers as plain autograd over ATen ops (what transformers computes), for comparison");
+  app.add_option("--profile", o.profile,
+                 "After the timed steps, profile one more and append where its GPU time went to this file "
+                 "(JSON lines: the step, then its 40 costliest kernels)");
   CLI11_PARSE(app, argc, argv);
   absl::Status s = herd::engine::Bench(model, device, o);
   if (!s.ok()) {
