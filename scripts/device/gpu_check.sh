@@ -15,8 +15,9 @@
 #  5. herd-bench on the three target shapes (seq 2048), each in its own process;
 #  6. device-bundle/bench/hf_peft_baseline.py, in priority order: --compile 8B b2, --compile 1B b8,
 #     eager 8B b4 --grad-ckpt; a run that no longer fits the budget is skipped and says so.
-#  7. (while the budget lasts) the 1B shape with one part off at a time: --reference layers,
-#     --no-fused-kernels, --attention sdpa, --full-logits (informational);
+#  7. (while the budget lasts) the 1B shape with one part off at a time: --attention varlen,
+#     --recompute-mlp, --reference layers, --no-fused-kernels, --attention sdpa, --full-logits
+#     (informational);
 # Always ends with the table (targets as ratios to the baseline of the same call) and writes
 # $OUT/{results.jsonl,summary.md,gpu_check.log,build.log,kernel_check.jsonl,profile.jsonl}. Exit status 0 when all
 # checks and all targets passed.
@@ -260,9 +261,9 @@ fi
 # 7. What each part is worth (docs/gpu_notes.md wants a measured outcome per optimisation): the 1B
 # target shape again with one part switched off at a time, while the budget lasts. Informational:
 # a variant that fails (out of memory, say) fails nothing.
-if ((cpu)); then abl=(tiny 8); abl_min=5; else abl=(llama3.2-1b 8); abl_min=45; fi
-for a in "reference --reference" "no-fused-kernels --no-fused-kernels" "attention-sdpa --attention sdpa" \
-         "full-logits --full-logits"; do
+if ((cpu)); then abl=(tiny 8); abl_min=5; else abl=(llama3.2-1b 8); abl_min=20; fi
+for a in "attention-varlen --attention varlen" "recompute-mlp --recompute-mlp" "reference --reference" \
+         "no-fused-kernels --no-fused-kernels" "attention-sdpa --attention sdpa" "full-logits --full-logits"; do
   set -- $a
   name=$1; shift
   step "ablation_$name" 90 "$abl_min" "$bin/herd-bench" --model "${abl[0]}" --batch "${abl[1]}" --seq "$seq" \

@@ -7,7 +7,8 @@
 # sees the GPU), and builds on the device otherwise. Unproven on the GPU machine until a device
 # call has shown `"how":"prebuilt ..."` in results.jsonl; it saves the build's 1-2 minutes there.
 # Run it right before the device call: gpu_check.sh refuses binaries of other sources (a stamp).
-#   scripts/device/make_prebuilt.sh        (after make_bundle.sh; HERD_PREBUILT_BUILD=dir to reuse)
+#   scripts/device/make_prebuilt.sh        (after make_bundle.sh; HERD_PREBUILT_BUILD=dir to reuse;
+#                                           HERD_PREBUILT_EXTRA="" leaves the two check tools out)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 build=${HERD_PREBUILT_BUILD:-$root/build-prebuilt}
@@ -27,7 +28,7 @@ cmake -S "$root" -B "$build" "${gen[@]}" -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_B
   -DHERD_WITH_CUDA=ON -DHERD_BUILD_SERVICES=OFF -DHERD_BUILD_TESTS=OFF -DHERD_PYTHON="$python" >/dev/null
 targets=(herd-engine herd-bench herd-train)
 have=$(cmake --build "$build" --target help)
-for t in herd-kernel-check herd-attention-check; do
+for t in ${HERD_PREBUILT_EXTRA-herd-kernel-check herd-attention-check}; do
   grep -qE "(^|[ .:])$t(:| |$)" <<<"$have" && targets+=("$t")
 done
 cmake --build "$build" -j "$(nproc)" --target "${targets[@]}"

@@ -1,5 +1,5 @@
-// CheckCrossEntropyKernel (cross_entropy_check.h): the CUDA kernel against the ATen reference on
-// the LLaMA 3 head's shape with timings, or on a CPU the reference against float64 math.
+// CheckCrossEntropyKernel (cross_entropy_check.h): the CUDA kernel against float64 math on the
+// LLaMA 3 head's shape, timed beside the ATen reference; on a CPU the reference against float64 math.
 #include "trainer/engine/kernels/cross_entropy_check.h"
 
 #include <ATen/ATen.h>
@@ -82,6 +82,25 @@ struct Inputs {
   at::Tensor x, t;
 };
 
+// The float64 truth for logits `x` (read exactly, whatever their dtype) and targets `t`.
+struct Truth {
+  at::Tensor loss, hit, grad;
+};
+
+Truth Float64Truth(const at::Tensor& x, const at::Tensor& t) {
+  Truth w;
+  at::Tensor logp;
+  {
+    at::Tensor x64 = x.to(at::kDouble);
+    w.hit = x64.argmax(1) == t;
+    logp = at::log_softmax(x64, 1);
+  }
+  w.loss = -logp.gather(1, t.unsqueeze(1)).squeeze(1);
+  // In place: on the CUDA shape each [m, V] float64 tensor is 1 GiB.
+  w.grad = logp.exp_().scatter_add_(1, t.unsqueeze(1), at::full({t.size(0), 1}, -1.0, logp.options()));
+  return w;
+}
+
 #ifdef HERD_WITH_CUDA
 double MaxAbs(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
@@ -93,45 +112,62 @@ nlohmann::json CudaCase(at::ScalarType dtype, int64_t m, int64_t v, at::Device d
   const Inputs in(m, v, dtype, device);
   const at::Tensor& t = in.t;
   at::Tensor x = in.x;
-  at::Tensor ref_grad = x.clone();
-  const CrossEntropyChunkResult ref = reference::CrossEntropyChunk(ref_grad, t, /*grad=*/true);
   const double es = static_cast<double>(at::elementSize(dtype));
   const double logits = static_cast<double>(m) * static_cast<double>(v);
   const double bytes_grad = logits * es * 3 + m * 13.0, bytes_nograd = logits * es + m * 13.0;
+  const std::vector<int> thread_counts = {256, 512, 1024};
 
   nlohmann::json c = {{"dtype", DtypeName(dtype)}, {"loss_tol", LossTol(dtype)}, {"grad_tol_ulps", GradTolUlps(dtype)}};
   bool ok = true;
   nlohmann::json kernels = nlohmann::json::array();
+  {
+    // The kernel is judged against float64 truth, not against ATen's float32 chain: that carries
+    // its own rounding, and the two together overran the float32 tolerance (66 ulps on an H100).
+    // ATen's distance from the truth is reported beside it. Scoped so that the float64 tensors
+    // are freed before the timings.
+    const Truth want = Float64Truth(x, t);
+    at::Tensor ref_grad = x.clone();
+    const CrossEntropyChunkResult ref = reference::CrossEntropyChunk(ref_grad, t, /*grad=*/true);
+    c["aten_loss_max_rel_err"] = LossErr(ref.loss, want.loss);
+    c["aten_hits_equal"] = ref.hit.equal(want.hit);
+    c["aten_grad_max_ulps"] = MaxUlps(ref_grad, want.grad, dtype);
+    c["aten_grad_max_abs_err"] = MaxAbs(ref_grad, want.grad);
+    ref_grad.reset();
+    for (const int threads : thread_counts) {
+      at::Tensor g = x.clone();
+      auto r = cuda_kernels::CrossEntropyChunk(g, t, /*grad=*/true, threads);
+      TORCH_CHECK(r.has_value(), "cross_entropy: the CUDA kernel declined these inputs");
+      at::Tensor n = x.clone();
+      auto rn = cuda_kernels::CrossEntropyChunk(n, t, /*grad=*/false, threads);
+      TORCH_CHECK(rn.has_value(), "cross_entropy: the CUDA kernel declined these inputs");
+      const double loss_err = LossErr(r->loss, want.loss);
+      const bool hits_equal = r->hit.equal(want.hit);
+      const double grad_ulps = MaxUlps(g, want.grad, dtype);
+      const bool nograd_same = n.equal(x) && rn->loss.equal(r->loss) && rn->hit.equal(r->hit);
+      const bool k_ok = loss_err <= LossTol(dtype) && hits_equal && grad_ulps <= GradTolUlps(dtype) && nograd_same;
+      kernels.push_back({{"threads", threads},
+                         {"loss_max_rel_err", loss_err},
+                         {"hits_equal", hits_equal},
+                         {"hits", r->hit.sum().item<int64_t>()},
+                         {"grad_max_ulps", grad_ulps},
+                         {"grad_max_abs_err", MaxAbs(g, want.grad)},
+                         {"nograd_leaves_logits_and_matches", nograd_same},
+                         {"ok", k_ok}});
+      ok = ok && k_ok;
+    }
+  }
   double best_ms = 0;
   int best_threads = 0;
-  for (const int threads : {256, 512, 1024}) {
-    at::Tensor g = x.clone();
-    auto r = cuda_kernels::CrossEntropyChunk(g, t, /*grad=*/true, threads);
-    TORCH_CHECK(r.has_value(), "cross_entropy: the CUDA kernel declined these inputs");
-    at::Tensor n = x.clone();
-    auto rn = cuda_kernels::CrossEntropyChunk(n, t, /*grad=*/false, threads);
-    TORCH_CHECK(rn.has_value(), "cross_entropy: the CUDA kernel declined these inputs");
-    const double loss_err = LossErr(r->loss, ref.loss);
-    const bool hits_equal = r->hit.equal(ref.hit);
-    const double grad_ulps = MaxUlps(g, ref_grad, dtype);
-    const bool nograd_same = n.equal(x) && rn->loss.equal(r->loss) && rn->hit.equal(r->hit);
-    const bool k_ok = loss_err <= LossTol(dtype) && hits_equal && grad_ulps <= GradTolUlps(dtype) && nograd_same;
+  for (size_t i = 0; i < thread_counts.size(); ++i) {
+    const int threads = thread_counts[i];
     at::Tensor scratch = x.clone();
     const double ms = timer.MedianMs([&] { cuda_kernels::CrossEntropyChunk(scratch, t, true, threads); });
     const double ms_nograd = timer.MedianMs([&] { cuda_kernels::CrossEntropyChunk(x, t, false, threads); });
-    kernels.push_back({{"threads", threads},
-                       {"loss_max_rel_err", loss_err},
-                       {"hits_equal", hits_equal},
-                       {"hits", r->hit.sum().item<int64_t>()},
-                       {"grad_max_ulps", grad_ulps},
-                       {"grad_max_abs_err", MaxAbs(g, ref_grad)},
-                       {"nograd_leaves_logits_and_matches", nograd_same},
-                       {"ok", k_ok},
-                       {"ms", ms},
-                       {"gbps", Gbps(bytes_grad, ms)},
-                       {"ms_nograd", ms_nograd},
-                       {"gbps_nograd", Gbps(bytes_nograd, ms_nograd)}});
-    ok = ok && k_ok;
+    nlohmann::json& k = kernels[i];
+    k["ms"] = ms;
+    k["gbps"] = Gbps(bytes_grad, ms);
+    k["ms_nograd"] = ms_nograd;
+    k["gbps_nograd"] = Gbps(bytes_nograd, ms_nograd);
     if (best_threads == 0 || ms < best_ms) {
       best_ms = ms;
       best_threads = threads;
@@ -157,16 +193,12 @@ nlohmann::json CpuCase(at::ScalarType dtype, int64_t m, int64_t v, Timer& timer)
   const Inputs in(m, v, dtype, at::kCPU);
   const at::Tensor& t = in.t;
   const at::Tensor& x = in.x;
-  at::Tensor x64 = x.to(at::kDouble);
-  at::Tensor logp = at::log_softmax(x64, 1);
-  at::Tensor want_loss = -logp.gather(1, t.unsqueeze(1)).squeeze(1);
-  at::Tensor want_hit = x64.argmax(1) == t;
-  at::Tensor want_grad = logp.exp().scatter_add(1, t.unsqueeze(1), at::full({m, 1}, -1.0, x64.options()));
+  const Truth want = Float64Truth(x, t);
   at::Tensor g = x.clone();
   const CrossEntropyChunkResult r = CrossEntropyChunk(g, t, /*grad=*/true);
-  const double loss_err = LossErr(r.loss, want_loss);
-  const bool hits_equal = r.hit.equal(want_hit);
-  const double grad_ulps = MaxUlps(g, want_grad, dtype);
+  const double loss_err = LossErr(r.loss, want.loss);
+  const bool hits_equal = r.hit.equal(want.hit);
+  const double grad_ulps = MaxUlps(g, want.grad, dtype);
   const bool ok = loss_err <= LossTol(dtype) && hits_equal && grad_ulps <= GradTolUlps(dtype);
   at::Tensor scratch = x.clone();
   const double ms = timer.MedianMs([&] { CrossEntropyChunk(scratch, t, true); });

@@ -15,8 +15,9 @@ namespace herd::engine::cuda_kernels {
 
 // Threads per block (one block per row): 256, 512 or 1024, all at 1024 threads per SM, so fewer
 // rows in flight at once as it grows (more of each row still in L2 for the second pass); 0 picks
-// kDefaultCrossEntropyThreads. Other values are a c10::Error. herd-kernel-check times each.
-inline constexpr int kDefaultCrossEntropyThreads = 1024;
+// kDefaultCrossEntropyThreads. Other values are a c10::Error. herd-kernel-check times each: on an
+// H100 (1024 rows × 128,256 bf16 logits with gradient) 256: 0.273 ms, 512: 0.261 ms, 1024: 0.271 ms.
+inline constexpr int kDefaultCrossEntropyThreads = 512;
 std::optional<CrossEntropyChunkResult> CrossEntropyChunk(at::Tensor& logits, const at::Tensor& targets, bool grad,
                                                          int threads = 0);
 

@@ -1,5 +1,5 @@
-// Causal attention as autograd nodes: the varlen flash kernel (CUDA, bf16/fp16) and SDPA with
-// recompute (everything else). Shapes as in attention.h; N = B·T tokens in all.
+// Causal attention as autograd nodes: on CUDA with bf16/fp16, SDPA's own fused kernel for plain rows
+// and the varlen flash kernel for packed ones; SDPA with recompute everywhere else. Shapes as in attention.h; N = B·T tokens in all.
 #include "trainer/engine/model/attention.h"
 
 #include <ATen/ops/_flash_attention_backward.h>
@@ -228,6 +228,14 @@ at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::T
       backend != AttentionBackend::kSdpa && FlashAttentionApplies(q.device(), q.scalar_type(), D);
   TORCH_CHECK(backend != AttentionBackend::kFlash || flash_applies, "CausalAttention: the flash kernel does not take ",
               q.scalar_type(), " on ", q.device(), " with D ", D);
+  // Plain rows (one document each) on the flash-capable path: scaled_dot_product_attention with its
+  // own autograd, which picks PyTorch's fastest fused causal kernel for the card and keeps only its
+  // output and logsumexp beside q, k, v. On an H100 that beat the varlen kernel over the same rows
+  // (docs/gpu_notes.md); packed rows need the varlen kernel's document cuts.
+  const AttentionBackend forced = g_backend_override.load(std::memory_order_relaxed);
+  if (flash_applies && !layout.packed && backend == AttentionBackend::kAuto && forced != AttentionBackend::kFlash) {
+    return SdpaAttention(q, k, v, at::Tensor(), scale);
+  }
   if (flash_applies) {
     TORCH_CHECK(layout.cu_seqlens.defined() && layout.cu_seqlens.device() == q.device(),
                 "CausalAttention: the layout's cu_seqlens must be on ", q.device());

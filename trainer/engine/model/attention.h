@@ -1,8 +1,9 @@
 // Causal self-attention of the decoder layers as one autograd function (DESIGN.md §5, issue "The
 // GPU path"). Rows are either one causal document each or packed with several documents, which
-// must not see each other. On CUDA with bf16/fp16 every batch goes through the varlen flash kernel:
-// the B·T tokens are one flat sequence cut at `cu_seqlens`, so packed rows cost Σ doc_len², not T²,
-// and grouped K/V are read as they are (no expansion to Nq heads). Elsewhere (CPU, fp32/fp64 on
+// must not see each other. On CUDA with bf16/fp16, packed batches go through the varlen flash
+// kernel: the B·T tokens are one flat sequence cut at `cu_seqlens`, so packed rows cost
+// Σ doc_len², not T², and grouped K/V are read as they are (no expansion to Nq heads); plain rows
+// take scaled_dot_product_attention's own causal kernel with its autograd (faster there). Elsewhere (CPU, fp32/fp64 on
 // CUDA) scaled_dot_product_attention runs under no-grad with a block-diagonal mask for packed rows
 // and the backward recomputes it, so only q, k, v are kept either way.
 // Shapes: B rows, T tokens per row, Nq query heads, Nkv key/value heads (Nq % Nkv == 0), D head dim.
@@ -40,8 +41,9 @@ AttentionLayout MakeAttentionLayout(const at::Tensor& doc_ids, int64_t batch, in
                                     bool with_mask = true);
 
 enum class AttentionBackend {
-  kAuto,   // flash where FlashAttentionApplies, else SDPA
-  kFlash,  // the varlen flash kernel (TORCH_CHECK fails where it does not apply)
+  kAuto,   // where FlashAttentionApplies: SDPA's fused kernel for plain rows, varlen flash for packed
+           // ones; elsewhere SDPA with recompute
+  kFlash,  // the varlen flash kernel for every batch (TORCH_CHECK fails where it does not apply)
   kSdpa,   // scaled_dot_product_attention with recompute in backward, on any device and dtype
 };
 
@@ -49,9 +51,10 @@ enum class AttentionBackend {
 // h / (Nq / Nkv). q: [B, T, Nq, D]; k, v: [B, T, Nkv, D], same dtype and device, B and T those of
 // `layout`. Returns a contiguous [B, T, Nq, D], differentiable in q, k and v. Throws c10::Error
 // on bad input (or a packed layout without mask on the SDPA path).
-// What kAuto means from now on, process-wide: kAuto (flash where it applies) by default, kSdpa to
-// measure what the flash kernel is worth (`herd-bench --attention sdpa`). FlashAttentionApplies
-// answers false under kSdpa, so layouts get their masks.
+// What kAuto means from now on, process-wide: kAuto by default; kSdpa to measure what the fused
+// kernels are worth (`herd-bench --attention sdpa`: FlashAttentionApplies answers false under it,
+// so layouts get their masks); kFlash to send plain rows through the varlen kernel too
+// (`herd-bench --attention varlen`).
 void SetAttentionBackendOverride(AttentionBackend backend);
 
 at::Tensor CausalAttention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const AttentionLayout& layout,

@@ -42,6 +42,8 @@ struct ProjCtx {
   int k = 0;
   at::Tensor w;       // [out, in] frozen
   at::Tensor a, b;    // LoRA leaves, or undefined
+  at::Tensor a_c;     // A in the weights' dtype, and s·B: cast once per forward and shared with the
+  at::Tensor sb_c;    // backward (the leaves are float32; the matmuls run in the weights' dtype)
   double scale = 1;
   at::Tensor keys;    // [B, 2] dropout row keys, or undefined
   double keep = 1;
@@ -56,6 +58,13 @@ ProjCtx MakeProj(const DecoderWeights& w, const DecoderShape& s, const DecoderIn
   c.a = w.lora_a[c.k];
   c.b = w.lora_b[c.k];
   c.scale = s.lora_scale;
+  if (c.adapted()) {
+    const at::ScalarType ct = c.w.scalar_type();
+    c.a_c = c.a.detach().to(ct);
+    // One kernel: float32 B times s, rounded once into the weights' dtype.
+    c.sb_c = at::empty(c.b.sizes(), c.b.options().dtype(ct));
+    at::mul_out(c.sb_c, c.b.detach(), at::scalar_tensor(c.scale, at::kDouble));
+  }
   if (c.adapted() && in.dropout_keys.defined()) {
     c.keys = in.dropout_keys.select(0, c.k);
     c.keep = in.keep;
@@ -76,8 +85,9 @@ at::Tensor ProjectForward(const ProjCtx& p, const at::Tensor& x2d, int64_t B, in
   at::Tensor y = at::mm(x2d, p.w.t());  // [N, out]
   if (!p.adapted()) return y;
   const at::ScalarType ct = x2d.scalar_type();
-  *xa = at::mm(AdapterInput(p, x2d, B, T), p.a.to(ct).t());  // [N, r]
-  y.addmm_(*xa, p.b.to(ct).t(), /*beta=*/1, /*alpha=*/p.scale);
+  TORCH_CHECK(p.a_c.scalar_type() == ct, "ProjectForward: input ", ct, " but weights ", p.a_c.scalar_type());
+  *xa = at::mm(AdapterInput(p, x2d, B, T), p.a_c.t());  // [N, r]
+  y.addmm_(*xa, p.sb_c.t());
   return y;
 }
 
@@ -94,18 +104,18 @@ void ProjectBackward(const ProjCtx& p, const at::Tensor& dy, const at::Tensor& x
     }
   }
   if (!p.adapted()) return;
-  const at::ScalarType ct = dy.scalar_type(), lt = p.a.scalar_type();
+  const at::ScalarType lt = p.a.scalar_type();
   if (want_b) *db = MmTo(dy.t(), xa, lt).mul_(p.scale);  // [out, r]
   if (!want_a && dx == nullptr) return;
-  at::Tensor u = at::mm(dy, p.b.to(ct));  // [N, r] = dy B
-  if (want_a) *da = MmTo(u.t(), AdapterInput(p, x2d, B, T), lt).mul_(p.scale);  // [r, in]
+  at::Tensor u = at::mm(dy, p.sb_c);  // [N, r] = s · dy B
+  if (want_a) *da = MmTo(u.t(), AdapterInput(p, x2d, B, T), lt);  // [r, in]
   if (dx == nullptr) return;
   if (!p.keys.defined()) {
-    dx->addmm_(u, p.a.to(ct), /*beta=*/1, /*alpha=*/p.scale);
+    dx->addmm_(u, p.a_c);
   } else {
     const int64_t in = p.a.size(1);
     at::Tensor mask = DropoutKeepMask(p.keys, T, in, p.keep).view({B * T, in});
-    dx->add_(at::mm(u, p.a.to(ct)).mul_(mask).mul_(p.scale / p.keep));
+    dx->add_(at::mm(u, p.a_c).mul_(mask).mul_(1.0 / p.keep));
   }
 }
 
@@ -235,7 +245,7 @@ class MlpNode : public LayerNode {
  public:
   std::string name() const override { return "herd::MlpNode"; }
   ProjCtx gate, up, down;
-  at::Tensor x, norm_w, rstd, g, u, xa_gate, xa_up, xa_down;
+  at::Tensor x, norm_w, rstd, g, u, act, xa_gate, xa_up, xa_down;  // act: SwiGLU(g, u) when kept
   double eps = 0;
   int64_t B = 0, T = 0;
 
@@ -244,8 +254,9 @@ class MlpNode : public LayerNode {
     const int64_t N = B * T, H = x.size(-1);
     at::Tensor dy = OrZeros(grads[0], x.sizes(), x.options()).view({N, H});
     variable_list out(num_outputs());
-    // Down: its input a = SwiGLU(g, u) is made again only for A's gradient.
-    at::Tensor a = WantA(down) ? SwiGluForward(g, u) : at::Tensor();
+    // Down: its input a = SwiGLU(g, u) is read only for A's gradient; made again unless kept.
+    at::Tensor a = WantA(down) ? (act.defined() ? act : SwiGluForward(g, u)) : at::Tensor();
+    act.reset();
     at::Tensor da_act, da, db;
     ProjectBackward(down, dy, a, xa_down, B, T, &da_act, WantA(down), WantB(down), &da, &db);
     Put(out, down, da, db);
@@ -268,6 +279,7 @@ class MlpNode : public LayerNode {
     rstd.reset();
     g.reset();
     u.reset();
+    act.reset();
     xa_gate.reset();
     xa_up.reset();
     xa_down.reset();
@@ -389,7 +401,7 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
   at::Tensor m;
   {
     const bool graph = NeedsGraph(mid, w, {Proj::kGate, Proj::kUp, Proj::kDown});
-    at::Tensor rstd, g, u, xa_g, xa_u, xa_d;
+    at::Tensor rstd, g, u, act, xa_g, xa_u, xa_d;
     {
       at::NoGradGuard no_grad;
       RmsNormResult n = RmsNormForward(mid.view({N, H}), w.post_norm, s.rms_eps);
@@ -397,7 +409,9 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       g = ProjectForward(pg, n.y, B, T, &xa_g);  // [N, I]
       u = ProjectForward(pu, n.y, B, T, &xa_u);
       n.y.reset();
-      m = at::_unsafe_view(ProjectForward(pd, SwiGluForward(g, u), B, T, &xa_d), {B, T, H});
+      act = SwiGluForward(g, u);
+      m = at::_unsafe_view(ProjectForward(pd, act, B, T, &xa_d), {B, T, H});
+      if (!in.keep_mlp_activation || !graph || !pd.adapted()) act.reset();
     }
     if (graph) {
       auto node = NewNode<MlpNode>();
@@ -410,6 +424,7 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
         node->rstd = rstd;
         node->g = g;
         node->u = u;
+        node->act = act;
         node->xa_gate = xa_g;
         node->xa_up = xa_u;
         node->xa_down = xa_d;

@@ -48,6 +48,8 @@ struct DecoderInputs {
   AttentionLayout attention;
   at::Tensor dropout_keys;       // [kNumProj, B, 2] int64 row keys of this layer, or undefined (no dropout)
   double keep = 1;               // 1 − lora dropout
+  bool keep_mlp_activation = true;  // keep SwiGLU(g, u) [B·T, I] for down's A gradient instead of
+                                    // making it again in backward (faster; B·T·I more bytes a layer)
 };
 
 // One decoder layer on x [B, T, H] (contiguous); returns [B, T, H]. Differentiable in x and the

@@ -154,6 +154,21 @@ TEST_F(LeanLayersTest, Bfloat16WeightsAgreeWithThePlainGraph) {
   for (size_t i = 0; i < ckpt.grads.size(); ++i) EXPECT_TRUE(at::equal(ckpt.grads[i], lean.grads[i])) << i;
 }
 
+TEST_F(LeanLayersTest, KeptOrRemadeMlpActivationGivesTheSameBits) {
+  // The backward reads SwiGLU(g, u) for down's A gradient: kept from the forward by default, made
+  // again when set_keep_mlp_activations(false) saves its memory. Same kernel, same inputs: same bits.
+  for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+    Build({.dtype = dtype, .dropout = 0.2});
+    if (HasFatalFailure()) return;
+    const DropoutKey key{.seed = 5, .step = 1};
+    const Result kept = Run(false, false, &key);
+    model_->set_keep_mlp_activations(false);
+    const Result remade = Run(false, false, &key);
+    EXPECT_TRUE(at::equal(remade.loss, kept.loss)) << dtype;
+    for (size_t i = 0; i < kept.grads.size(); ++i) EXPECT_TRUE(at::equal(remade.grads[i], kept.grads[i])) << dtype << " " << i;
+  }
+}
+
 TEST_F(LeanLayersTest, EvaluationBuildsNoGraph) {
   Build({.dtype = at::kFloat});
   if (HasFatalFailure()) return;

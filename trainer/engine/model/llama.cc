@@ -271,6 +271,7 @@ at::Tensor LlamaModel::DecoderLayer(int i, const at::Tensor& x, const LayerInput
   const DecoderShape shape{.heads = config_.num_heads, .kv_heads = config_.num_kv_heads, .head_dim = config_.head_dim,
                            .rms_eps = config_.rms_norm_eps, .lora_scale = lora_.scale()};
   DecoderInputs din{.cos = in.cos, .sin = in.sin, .attention = in.attention};
+  din.keep_mlp_activation = keep_mlp_activations_;
   if (in.dropout_keys.defined()) {
     din.dropout_keys = in.dropout_keys.select(0, i);
     din.keep = 1.0 - lora_.dropout;

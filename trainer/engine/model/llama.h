@@ -108,6 +108,9 @@ class LlamaModel {
   // transformers computes) instead of the lean nodes of model/decoder_ops.h: the reference for
   // tests and `herd-bench --reference`. Same values; far more activation memory.
   void set_reference_layers(bool on) { reference_layers_ = on; }
+  // Keep each layer's SwiGLU output for the backward instead of making it again there (default on;
+  // DecoderInputs::keep_mlp_activation). Off saves B·T·intermediate bytes a layer.
+  void set_keep_mlp_activations(bool on) { keep_mlp_activations_ = on; }
 
  private:
   struct Layer {
@@ -152,6 +155,7 @@ class LlamaModel {
   LoraOptions lora_;
   std::vector<Adapter> adapters_;
   bool reference_layers_ = false;
+  bool keep_mlp_activations_ = true;
 };
 
 // RoPE inverse frequencies exactly as transformers computes them. [head_dim / 2] float32.

@@ -29,9 +29,11 @@
 namespace herd::engine {
 namespace {
 
-double RelErr(const at::Tensor& x, const at::Tensor& ref) {
+// max |x − ref| / max(max |ref|, floor): the floor keeps the measure meaningful where the reference
+// is (nearly) zero everywhere, and rounding noise would otherwise count as a huge relative error.
+double RelErr(const at::Tensor& x, const at::Tensor& ref, double floor = 1e-30) {
   const double scale = ref.abs().max().item<double>();
-  return (x.to(ref.scalar_type()) - ref).abs().max().item<double>() / std::max(scale, 1e-30);
+  return (x.to(ref.scalar_type()) - ref).abs().max().item<double>() / std::max(scale, floor);
 }
 
 // Per-row document lengths filling T: lengths drawn from [lo, hi], the last one cut to fit.
@@ -108,10 +110,14 @@ Result Run(Fn fn, at::ScalarType dt, const at::Tensor& q0, const at::Tensor& k0,
   return {out.detach(), q.grad(), k.grad(), v.grad()};
 }
 
-nlohmann::json Errors(const Result& r, const Result& ref, double* worst) {
+// `g_max`: max |g|, the upstream gradient. dq and dk are sums of terms of g's size here (unit-scale
+// q, k, v), but vanish where every document is one token (a softmax over one score has no
+// gradient), so their errors are measured against at least a tenth of max |g|: that is below their
+// true maxima in the other cases (0.4 max |g| or more), where the measure stays as it was.
+nlohmann::json Errors(const Result& r, const Result& ref, double g_max, double* worst) {
   nlohmann::json e = {{"out", RelErr(r.out, ref.out)},
-                      {"dq", RelErr(r.dq, ref.dq)},
-                      {"dk", RelErr(r.dk, ref.dk)},
+                      {"dq", RelErr(r.dq, ref.dq, 0.1 * g_max)},
+                      {"dk", RelErr(r.dk, ref.dk, 0.1 * g_max)},
                       {"dv", RelErr(r.dv, ref.dv)}};
   *worst = 0;
   for (const auto& [name, x] : e.items()) *worst = std::max(*worst, x.get<double>());
@@ -138,6 +144,7 @@ bool CheckCase(const Case& c, at::Device dev) {
   at::Tensor q = gen(c.heads), k = gen(c.kv_heads), v = gen(c.kv_heads), g = gen(c.heads);
   const Result ref =
       Run([&](auto& a, auto& b, auto& d) { return Naive(a, b, d, mask, scale); }, at::kDouble, q, k, v, g);
+  const double g_max = g.abs().max().item<double>();
   auto causal = [&](AttentionBackend be) {
     return [&, be](auto& a, auto& b, auto& d) { return CausalAttention(a, b, d, layout, scale, be); };
   };
@@ -153,6 +160,8 @@ bool CheckCase(const Case& c, at::Device dev) {
                              {"sdpa_fp32", at::kFloat, 1e-4, true, causal(AttentionBackend::kSdpa)}};
   if (cuda) {
     paths.push_back({"flash_bf16", at::kBFloat16, 3e-2, true, causal(AttentionBackend::kFlash)});
+    // What training takes: SDPA's own fused kernel for plain rows, the varlen kernel for packed ones.
+    paths.push_back({"auto_bf16", at::kBFloat16, 3e-2, true, causal(AttentionBackend::kAuto)});
     paths.push_back({"old_sdpa_bf16", at::kBFloat16, 3e-2, false, old_path});
   }
   bool ok = true;
@@ -166,7 +175,7 @@ bool CheckCase(const Case& c, at::Device dev) {
                            {"max_seqlen", layout.max_seqlen}};
     try {
       double worst = 0;
-      line["rel_err"] = Errors(Run(p.fn, p.dtype, q, k, v, g), ref, &worst);
+      line["rel_err"] = Errors(Run(p.fn, p.dtype, q, k, v, g), ref, g_max, &worst);
       line["tolerance"] = p.tolerance;
       line["ok"] = worst < p.tolerance;
       if (p.checked && !(worst < p.tolerance)) ok = false;

@@ -70,6 +70,7 @@ struct BenchOptions {
   bool no_fused_kernels = false;  // CUDA tensors take the ATen references (SetFusedKernelsEnabled)
   std::string attention = "auto";  // "auto" (flash where it applies) or "sdpa"
   bool reference = false;    // plain autograd layers instead of the lean nodes (LlamaModel::set_reference_layers)
+  bool recompute_mlp = false;  // make SwiGLU(g, u) again in backward instead of keeping it
   std::string profile;       // where to write one more step's kernel profile (JSON lines); empty = none
 };
 
@@ -160,11 +161,14 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
   for (const ProjInfo& p : kProjTable) lora.targets.push_back(p.proj);
   HERD_RETURN_IF_ERROR(model->EnableLora(lora, 1));
   model->set_reference_layers(o.reference);
-  if (o.attention != "auto" && o.attention != "sdpa") {
-    return absl::InvalidArgumentError("--attention must be auto or sdpa, not " + o.attention);
+  model->set_keep_mlp_activations(!o.recompute_mlp);
+  if (o.attention != "auto" && o.attention != "sdpa" && o.attention != "varlen") {
+    return absl::InvalidArgumentError("--attention must be auto, sdpa or varlen, not " + o.attention);
   }
   SetFusedKernelsEnabled(!o.no_fused_kernels);
-  SetAttentionBackendOverride(o.attention == "sdpa" ? AttentionBackend::kSdpa : AttentionBackend::kAuto);
+  SetAttentionBackendOverride(o.attention == "sdpa"     ? AttentionBackend::kSdpa
+                              : o.attention == "varlen" ? AttentionBackend::kFlash
+                                                        : AttentionBackend::kAuto);
   const std::vector<at::Tensor> params = model->LoraParameters();
   HERD_ASSIGN_OR_RETURN(AdamW opt, AdamW::Create(params, {}));
   int64_t trainable = 0;
@@ -222,7 +226,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
     nlohmann::json out = {{"system", "herd"}, {"model", name}, {"device", device}, {"batch", batch}, {"seq", seq},
                           {"grad_ckpt", grad_ckpt}, {"layers", o.reference ? "reference" : "lean"},
                           {"dtype", bf16 ? "bf16" : "fp32"}, {"fused_kernels", !o.no_fused_kernels},
-                          {"attention", o.attention},
+                          {"attention", o.attention}, {"keep_mlp_activation", !o.recompute_mlp},
                           {"trainable_params", trainable},
                           {"loss_chunk", o.full_logits ? nlohmann::json("full") : nlohmann::json(o.loss_chunk)},
                           {"peak_rss_gib", Gib(peak_rss)}, {"step_rss_gib", Gib(peak_rss - rss_before)},
@@ -262,9 +266,14 @@ int main(int argc, char** argv) {
                "Unchunked head + cross-entropy (the whole [tokens, vocab] logits), for comparison");
   app.add_flag("--no-fused-kernels", o.no_fused_kernels,
                "ATen ops instead of Herd's CUDA kernels (norms, RoPE, SwiGLU, dropout masks, cross-entropy)");
-  app.add_option("--attention", o.attention, "auto (varlen flash where it applies) or sdpa")->capture_default_str();
+  app.add_option("--attention", o.attention,
+                 "auto (on a GPU: SDPA's fused kernel for plain rows, varlen flash for packed ones), sdpa (with "
+                 "recompute, everywhere) or varlen (the varlen flash kernel for every batch)")
+      ->capture_default_str();
   app.add_flag("--reference", o.reference,
                "Decoder layers as plain autograd over ATen ops (what transformers computes), for comparison");
+  app.add_flag("--recompute-mlp", o.recompute_mlp,
+               "Make each layer's SwiGLU output again in backward instead of keeping it (less memory)");
   app.add_option("--profile", o.profile,
                  "After the timed steps, profile one more and append where its GPU time went to this file "
                  "(JSON lines: the step, then its 40 costliest kernels)");
