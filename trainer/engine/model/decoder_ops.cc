@@ -43,7 +43,9 @@ struct ProjCtx {
   at::Tensor w;       // [out, in] frozen
   at::Tensor a, b;    // LoRA leaves, or undefined
   at::Tensor a_c;     // A in the weights' dtype, and s·B: cast once per forward and shared with the
-  at::Tensor sb_c;    // backward (the leaves are float32; the matmuls run in the weights' dtype)
+  at::Tensor sb_c;    // backward (the leaves are float32; the matmuls run in the weights' dtype).
+                      // a_c stays undefined for a member of an AdapterGroup (the group casts A).
+  int64_t group_col = -1;  // in an AdapterGroup: this adapter's first column of the group's x' Aᵀ
   double scale = 1;
   at::Tensor keys;    // [B, 2] dropout row keys, or undefined
   double keep = 1;
@@ -60,7 +62,6 @@ ProjCtx MakeProj(const DecoderWeights& w, const DecoderShape& s, const DecoderIn
   c.scale = s.lora_scale;
   if (c.adapted()) {
     const at::ScalarType ct = c.w.scalar_type();
-    c.a_c = c.a.detach().to(ct);
     // One kernel: float32 B times s, rounded once into the weights' dtype.
     c.sb_c = at::empty(c.b.sizes(), c.b.options().dtype(ct));
     at::mul_out(c.sb_c, c.b.detach(), at::scalar_tensor(c.scale, at::kDouble));
@@ -80,22 +81,80 @@ at::Tensor AdapterInput(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int6
   return (x2d * mask).mul_(1.0 / p.keep);
 }
 
+// The adapted projections of one input (q, k, v; or gate, up) with their A's stacked, [n·r, in] in
+// the weights' dtype: x' Aᵀ of them all is one matmul reading x' once, and in backward A's
+// gradients and the adapters' share of dx are one matmul each, writing dx once instead of once a
+// projection. Only without LoRA dropout (each projection masks its input differently there) and
+// with two or more adapters; otherwise inactive, and each adapter casts its own A.
+struct AdapterGroup {
+  at::Tensor a_cat;  // [n·r, in], undefined when inactive
+  int64_t cols = 0;  // n·r
+
+  bool active() const { return a_cat.defined(); }
+};
+
+AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
+  AdapterGroup g;
+  std::vector<ProjCtx*> adapted;
+  bool dropout = false;
+  for (ProjCtx* p : projs) {
+    if (!p->adapted()) continue;
+    adapted.push_back(p);
+    dropout = dropout || p->keys.defined();
+  }
+  if (adapted.size() < 2 || dropout) {
+    for (ProjCtx* p : adapted) p->a_c = p->a.detach().to(p->w.scalar_type());
+    return g;
+  }
+  std::vector<at::Tensor> as;
+  for (ProjCtx* p : adapted) {
+    p->group_col = g.cols;
+    g.cols += p->a.size(0);
+    as.push_back(p->a.detach());
+  }
+  g.a_cat = at::cat(as).to(adapted.front()->w.scalar_type());
+  return g;
+}
+
+// The group's x' Aᵀ [N, n·r] (undefined when the group is inactive).
+at::Tensor GroupForward(const AdapterGroup& g, const at::Tensor& x2d) {
+  return g.active() ? at::mm(x2d, g.a_cat.t()) : at::Tensor();
+}
+
+// A's gradients of the group's members (rows of *da_cat, member order; when want_a) and their share
+// of dx (when dx is not null), from each member's u = s · dy B. h is the members' input.
+void GroupBackward(const AdapterGroup& g, const std::vector<at::Tensor>& u, const at::Tensor& h, bool want_a,
+                   at::ScalarType lora_dtype, at::Tensor* dx, at::Tensor* da_cat) {
+  if (u.empty()) return;
+  const at::Tensor u_cat = at::cat(u, 1);  // [N, n·r]
+  if (want_a) *da_cat = MmTo(u_cat.t(), h, lora_dtype);
+  if (dx != nullptr) dx->addmm_(u_cat, g.a_cat);
+}
+
 // y = x Wᵀ + s · (x' Aᵀ) Bᵀ, x' the adapter's input. *xa = x' Aᵀ [N, r] (kept for B's gradient).
-at::Tensor ProjectForward(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int64_t T, at::Tensor* xa) {
+// A group member takes its x' Aᵀ from the group's (xa_cat, GroupForward).
+at::Tensor ProjectForward(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int64_t T, at::Tensor* xa,
+                          const at::Tensor& xa_cat = at::Tensor()) {
   at::Tensor y = at::mm(x2d, p.w.t());  // [N, out]
   if (!p.adapted()) return y;
   const at::ScalarType ct = x2d.scalar_type();
-  TORCH_CHECK(p.a_c.scalar_type() == ct, "ProjectForward: input ", ct, " but weights ", p.a_c.scalar_type());
-  *xa = at::mm(AdapterInput(p, x2d, B, T), p.a_c.t());  // [N, r]
+  TORCH_CHECK(p.sb_c.scalar_type() == ct, "ProjectForward: input ", ct, " but weights ", p.sb_c.scalar_type());
+  if (p.group_col >= 0) {
+    *xa = xa_cat.narrow(1, p.group_col, p.a.size(0));  // [N, r]
+  } else {
+    *xa = at::mm(AdapterInput(p, x2d, B, T), p.a_c.t());  // [N, r]
+  }
   y.addmm_(*xa, p.sb_c.t());
   return y;
 }
 
 // dy [N, out] → adds dL/dx to *dx (when dx is not null; allocated on first use) and sets the
 // adapter's dL/dA, dL/dB in the LoRA dtype (when asked). x2d is the projection's input; it is only
-// read for A's gradient.
+// read for A's gradient. A group member leaves A's gradient and the adapter's share of dx to
+// GroupBackward and appends its u = s · dy B to *group_u instead.
 void ProjectBackward(const ProjCtx& p, const at::Tensor& dy, const at::Tensor& x2d, const at::Tensor& xa, int64_t B,
-                     int64_t T, at::Tensor* dx, bool want_a, bool want_b, at::Tensor* da, at::Tensor* db) {
+                     int64_t T, at::Tensor* dx, bool want_a, bool want_b, at::Tensor* da, at::Tensor* db,
+                     std::vector<at::Tensor>* group_u = nullptr) {
   if (dx != nullptr) {
     if (dx->defined()) {
       dx->addmm_(dy, p.w);
@@ -106,6 +165,11 @@ void ProjectBackward(const ProjCtx& p, const at::Tensor& dy, const at::Tensor& x
   if (!p.adapted()) return;
   const at::ScalarType lt = p.a.scalar_type();
   if (want_b) *db = MmTo(dy.t(), xa, lt).mul_(p.scale);  // [out, r]
+  if (p.group_col >= 0) {  // (every member, so that the list lines up with the group's columns)
+    TORCH_CHECK(group_u != nullptr, "ProjectBackward: a group member needs its group's u list");
+    group_u->push_back(at::mm(dy, p.sb_c));
+    return;
+  }
   if (!want_a && dx == nullptr) return;
   at::Tensor u = at::mm(dy, p.sb_c);  // [N, r] = s · dy B
   if (want_a) *da = MmTo(u.t(), AdapterInput(p, x2d, B, T), lt);  // [r, in]
@@ -151,6 +215,28 @@ class LayerNode : public torch::autograd::Node {
     out[slot_[p.k]] = da;
     out[slot_[p.k] + 1] = db;
   }
+  // The group's members' gradients: A's from GroupBackward, B's as ProjectBackward made them (db, in
+  // the order of `projs`), and the adapters' share of *dx.
+  void PutGroup(variable_list& out, const AdapterGroup& g, std::initializer_list<const ProjCtx*> projs,
+                const at::Tensor* db, const std::vector<at::Tensor>& u, const at::Tensor& h, at::Tensor* dx) {
+    if (!g.active()) return;
+    bool want_a = false;
+    for (const ProjCtx* p : projs) want_a = want_a || (p->group_col >= 0 && WantA(*p));
+    at::Tensor da_cat;
+    at::ScalarType lora_dtype = at::kFloat;
+    for (const ProjCtx* p : projs) {
+      if (p->group_col >= 0) lora_dtype = p->a.scalar_type();
+    }
+    GroupBackward(g, u, h, want_a, lora_dtype, dx, &da_cat);
+    int i = 0;
+    for (const ProjCtx* p : projs) {
+      if (p->group_col >= 0) {
+        const at::Tensor da = WantA(*p) ? da_cat.narrow(0, p->group_col, p->a.size(0)) : at::Tensor();
+        Put(out, *p, da, db[i]);
+      }
+      ++i;
+    }
+  }
   // An output's incoming gradient, or zeros of its shape where autograd passed none.
   static at::Tensor OrZeros(const at::Tensor& g, at::IntArrayRef sizes, const at::TensorOptions& options) {
     return g.defined() ? g.contiguous() : at::zeros(sizes, options);
@@ -178,6 +264,7 @@ class QkvNode : public LayerNode {
  public:
   std::string name() const override { return "herd::QkvNode"; }
   ProjCtx proj[3];
+  AdapterGroup group;
   at::Tensor x, norm_w, rstd, xa[3], cos, sin;
   double eps = 0;
   int64_t B = 0, T = 0, Nq = 0, Nkv = 0, D = 0;
@@ -195,12 +282,15 @@ class QkvNode : public LayerNode {
     const bool want_x = WantX();
     at::Tensor dh;
     variable_list out(num_outputs());
+    std::vector<at::Tensor> u;
+    at::Tensor db[3];
     for (int i = 0; i < 3; ++i) {
-      at::Tensor da, db;
+      at::Tensor da;
       ProjectBackward(proj[i], dy[i].view({N, -1}), h, xa[i], B, T, want_x ? &dh : nullptr, WantA(proj[i]),
-                      WantB(proj[i]), &da, &db);
-      Put(out, proj[i], da, db);
+                      WantB(proj[i]), &da, &db[i], &u);
+      if (proj[i].group_col < 0) Put(out, proj[i], da, db[i]);
     }
+    PutGroup(out, group, {&proj[0], &proj[1], &proj[2]}, db, u, h, want_x ? &dh : nullptr);
     if (want_x) out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).view(x.sizes());
     return out;
   }
@@ -208,6 +298,7 @@ class QkvNode : public LayerNode {
     x.reset();
     rstd.reset();
     for (at::Tensor& t : xa) t.reset();
+    group.a_cat.reset();
   }
 };
 
@@ -245,6 +336,7 @@ class MlpNode : public LayerNode {
  public:
   std::string name() const override { return "herd::MlpNode"; }
   ProjCtx gate, up, down;
+  AdapterGroup group;  // gate and up
   at::Tensor x, norm_w, rstd, g, u, act, xa_gate, xa_up, xa_down;  // act: SwiGLU(g, u) when kept
   double eps = 0;
   int64_t B = 0, T = 0;
@@ -267,10 +359,16 @@ class MlpNode : public LayerNode {
     at::Tensor h = (WantA(gate) || WantA(up)) ? RmsNormForward(x2d, norm_w, eps).y : at::Tensor();
     const bool want_x = WantX();
     at::Tensor dh;
-    ProjectBackward(gate, dg, h, xa_gate, B, T, want_x ? &dh : nullptr, WantA(gate), WantB(gate), &da, &db);
-    Put(out, gate, da, db);
-    ProjectBackward(up, du, h, xa_up, B, T, want_x ? &dh : nullptr, WantA(up), WantB(up), &da, &db);
-    Put(out, up, da, db);
+    std::vector<at::Tensor> gu_u;
+    at::Tensor gu_db[2];
+    ProjectBackward(gate, dg, h, xa_gate, B, T, want_x ? &dh : nullptr, WantA(gate), WantB(gate), &da, &gu_db[0],
+                    &gu_u);
+    if (gate.group_col < 0) Put(out, gate, da, gu_db[0]);
+    dg.reset();
+    ProjectBackward(up, du, h, xa_up, B, T, want_x ? &dh : nullptr, WantA(up), WantB(up), &da, &gu_db[1], &gu_u);
+    if (up.group_col < 0) Put(out, up, da, gu_db[1]);
+    du.reset();
+    PutGroup(out, group, {&gate, &up}, gu_db, gu_u, h, want_x ? &dh : nullptr);
     if (want_x) out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).view(x.sizes());
     return out;
   }
@@ -280,6 +378,7 @@ class MlpNode : public LayerNode {
     g.reset();
     u.reset();
     act.reset();
+    group.a_cat.reset();
     xa_gate.reset();
     xa_up.reset();
     xa_down.reset();
@@ -332,10 +431,13 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
   const at::Tensor x = x_in.contiguous();
   const int64_t B = x.size(0), T = x.size(1), H = x.size(2), N = B * T;
   const int64_t Nq = s.heads, Nkv = s.kv_heads, D = s.head_dim;
-  const ProjCtx pq = MakeProj(w, s, in, Proj::kQ), pk = MakeProj(w, s, in, Proj::kK), pv = MakeProj(w, s, in, Proj::kV);
-  const ProjCtx po = MakeProj(w, s, in, Proj::kO);
-  const ProjCtx pg = MakeProj(w, s, in, Proj::kGate), pu = MakeProj(w, s, in, Proj::kUp),
-                pd = MakeProj(w, s, in, Proj::kDown);
+  ProjCtx pq = MakeProj(w, s, in, Proj::kQ), pk = MakeProj(w, s, in, Proj::kK), pv = MakeProj(w, s, in, Proj::kV);
+  ProjCtx po = MakeProj(w, s, in, Proj::kO);
+  ProjCtx pg = MakeProj(w, s, in, Proj::kGate), pu = MakeProj(w, s, in, Proj::kUp), pd = MakeProj(w, s, in, Proj::kDown);
+  const AdapterGroup qkv_group = MakeGroup({&pq, &pk, &pv});
+  const AdapterGroup mlp_group = MakeGroup({&pg, &pu});
+  MakeGroup({&po});  // (one adapter: inactive; casts its A)
+  MakeGroup({&pd});
 
   // q, k, v.
   at::Tensor q, k, v;
@@ -346,9 +448,10 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       at::NoGradGuard no_grad;
       RmsNormResult n = RmsNormForward(x.view({N, H}), w.input_norm, s.rms_eps);
       rstd = n.rstd;
-      at::Tensor yq = ProjectForward(pq, n.y, B, T, &xa[0]);
-      at::Tensor yk = ProjectForward(pk, n.y, B, T, &xa[1]);
-      at::Tensor yv = ProjectForward(pv, n.y, B, T, &xa[2]);
+      const at::Tensor xa_cat = GroupForward(qkv_group, n.y);
+      at::Tensor yq = ProjectForward(pq, n.y, B, T, &xa[0], xa_cat);
+      at::Tensor yk = ProjectForward(pk, n.y, B, T, &xa[1], xa_cat);
+      at::Tensor yv = ProjectForward(pv, n.y, B, T, &xa[2], xa_cat);
       q = RopeForward(yq.view({B, T, Nq, D}), in.cos, in.sin);  // new tensors
       k = RopeForward(yk.view({B, T, Nkv, D}), in.cos, in.sin);
       v = at::_unsafe_view(yv, {B, T, Nkv, D});  // not a view: it gets its own grad_fn
@@ -358,6 +461,7 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       node->proj[0] = pq;
       node->proj[1] = pk;
       node->proj[2] = pv;
+      node->group = qkv_group;
       if (node->Connect(x, {&node->proj[0], &node->proj[1], &node->proj[2]})) {
         node->x = x.detach();
         node->norm_w = w.input_norm;
@@ -406,8 +510,9 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       at::NoGradGuard no_grad;
       RmsNormResult n = RmsNormForward(mid.view({N, H}), w.post_norm, s.rms_eps);
       rstd = n.rstd;
-      g = ProjectForward(pg, n.y, B, T, &xa_g);  // [N, I]
-      u = ProjectForward(pu, n.y, B, T, &xa_u);
+      const at::Tensor xa_cat = GroupForward(mlp_group, n.y);
+      g = ProjectForward(pg, n.y, B, T, &xa_g, xa_cat);  // [N, I]
+      u = ProjectForward(pu, n.y, B, T, &xa_u, xa_cat);
       n.y.reset();
       act = SwiGluForward(g, u);
       m = at::_unsafe_view(ProjectForward(pd, act, B, T, &xa_d), {B, T, H});
@@ -418,6 +523,7 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       node->gate = pg;
       node->up = pu;
       node->down = pd;
+      node->group = mlp_group;
       if (node->Connect(mid, {&node->gate, &node->up, &node->down})) {
         node->x = mid.detach();
         node->norm_w = w.post_norm;
