@@ -42,8 +42,8 @@ struct ProjCtx {
   int k = 0;
   at::Tensor w;       // [out, in] frozen
   at::Tensor a, b;    // LoRA leaves, or undefined
-  at::Tensor a_c;     // A in the weights' dtype, and s·B: cast once per forward and shared with the
-  at::Tensor sb_c;    // backward (the leaves are float32; the matmuls run in the weights' dtype).
+  at::Tensor a_c;     // A and B in the weights' dtype: cast once per forward and shared with the
+  at::Tensor b_c;     // backward (the leaves are float32; the matmuls run in the weights' dtype).
                       // a_c stays undefined for a member of an AdapterGroup (the group casts A).
   int64_t group_col = -1;  // in an AdapterGroup: this adapter's first column of the group's x' Aᵀ
   double scale = 1;
@@ -62,15 +62,20 @@ ProjCtx MakeProj(const DecoderWeights& w, const DecoderShape& s, const DecoderIn
   c.scale = s.lora_scale;
   if (c.adapted()) {
     const at::ScalarType ct = c.w.scalar_type();
-    // One kernel: float32 B times s, rounded once into the weights' dtype.
-    c.sb_c = at::empty(c.b.sizes(), c.b.options().dtype(ct));
-    at::mul_out(c.sb_c, c.b.detach(), at::scalar_tensor(c.scale, at::kDouble));
+    c.b_c = c.b.detach().to(ct);
   }
   if (c.adapted() && in.dropout_keys.defined()) {
     c.keys = in.dropout_keys.select(0, c.k);
     c.keep = in.keep;
   }
   return c;
+}
+
+// s · a b in a's dtype, the scale applied in the matmul's epilogue (beta 0: the output's old
+// contents are not read), so LoRA's scale costs no kernel of its own.
+at::Tensor ScaledMm(const at::Tensor& a, const at::Tensor& b, double s) {
+  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+  return at::addmm_out(out, out, a, b, /*beta=*/0, /*alpha=*/s);
 }
 
 // The adapter's input: x, or x · mask / keep under LoRA dropout. The mask is a hash of the row keys
@@ -89,6 +94,7 @@ at::Tensor AdapterInput(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int6
 struct AdapterGroup {
   at::Tensor a_cat;  // [n·r, in], undefined when inactive
   int64_t cols = 0;  // n·r
+  double scale = 1;  // LoRA's s (the same for every adapter)
 
   bool active() const { return a_cat.defined(); }
 };
@@ -113,12 +119,13 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
     as.push_back(p->a.detach());
   }
   g.a_cat = at::cat(as).to(adapted.front()->w.scalar_type());
+  g.scale = adapted.front()->scale;
   return g;
 }
 
-// The group's x' Aᵀ [N, n·r] (undefined when the group is inactive).
+// The group's s · x' Aᵀ [N, n·r] (undefined when the group is inactive).
 at::Tensor GroupForward(const AdapterGroup& g, const at::Tensor& x2d) {
-  return g.active() ? at::mm(x2d, g.a_cat.t()) : at::Tensor();
+  return g.active() ? ScaledMm(x2d, g.a_cat.t(), g.scale) : at::Tensor();
 }
 
 // A's gradients of the group's members (rows of *da_cat, member order; when want_a) and their share
@@ -131,20 +138,21 @@ void GroupBackward(const AdapterGroup& g, const std::vector<at::Tensor>& u, cons
   if (dx != nullptr) dx->addmm_(u_cat, g.a_cat);
 }
 
-// y = x Wᵀ + s · (x' Aᵀ) Bᵀ, x' the adapter's input. *xa = x' Aᵀ [N, r] (kept for B's gradient).
+// y = x Wᵀ + s · (x' Aᵀ) Bᵀ, x' the adapter's input. *xa = s · x' Aᵀ [N, r] (kept for B's
+// gradient, which is then dyᵀ · xa with no scale to apply). *xa = x' Aᵀ [N, r] (kept for B's gradient).
 // A group member takes its x' Aᵀ from the group's (xa_cat, GroupForward).
 at::Tensor ProjectForward(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int64_t T, at::Tensor* xa,
                           const at::Tensor& xa_cat = at::Tensor()) {
   at::Tensor y = at::mm(x2d, p.w.t());  // [N, out]
   if (!p.adapted()) return y;
   const at::ScalarType ct = x2d.scalar_type();
-  TORCH_CHECK(p.sb_c.scalar_type() == ct, "ProjectForward: input ", ct, " but weights ", p.sb_c.scalar_type());
+  TORCH_CHECK(p.b_c.scalar_type() == ct, "ProjectForward: input ", ct, " but weights ", p.b_c.scalar_type());
   if (p.group_col >= 0) {
     *xa = xa_cat.narrow(1, p.group_col, p.a.size(0));  // [N, r]
   } else {
-    *xa = at::mm(AdapterInput(p, x2d, B, T), p.a_c.t());  // [N, r]
+    *xa = ScaledMm(AdapterInput(p, x2d, B, T), p.a_c.t(), p.scale);  // [N, r]
   }
-  y.addmm_(*xa, p.sb_c.t());
+  y.addmm_(*xa, p.b_c.t());
   return y;
 }
 
@@ -164,14 +172,14 @@ void ProjectBackward(const ProjCtx& p, const at::Tensor& dy, const at::Tensor& x
   }
   if (!p.adapted()) return;
   const at::ScalarType lt = p.a.scalar_type();
-  if (want_b) *db = MmTo(dy.t(), xa, lt).mul_(p.scale);  // [out, r]
+  if (want_b) *db = MmTo(dy.t(), xa, lt);  // [out, r] (xa carries s)
   if (p.group_col >= 0) {  // (every member, so that the list lines up with the group's columns)
     TORCH_CHECK(group_u != nullptr, "ProjectBackward: a group member needs its group's u list");
-    group_u->push_back(at::mm(dy, p.sb_c));
+    group_u->push_back(ScaledMm(dy, p.b_c, p.scale));
     return;
   }
   if (!want_a && dx == nullptr) return;
-  at::Tensor u = at::mm(dy, p.sb_c);  // [N, r] = s · dy B
+  at::Tensor u = ScaledMm(dy, p.b_c, p.scale);  // [N, r] = s · dy B
   if (want_a) *da = MmTo(u.t(), AdapterInput(p, x2d, B, T), lt);  // [r, in]
   if (dx == nullptr) return;
   if (!p.keys.defined()) {
