@@ -141,9 +141,10 @@ void GroupBackward(const AdapterGroup& g, const std::vector<at::Tensor>& u, cons
 // y = x Wᵀ + s · (x' Aᵀ) Bᵀ, x' the adapter's input. *xa = s · x' Aᵀ [N, r] (kept for B's
 // gradient, which is then dyᵀ · xa with no scale to apply). *xa = x' Aᵀ [N, r] (kept for B's gradient).
 // A group member takes its x' Aᵀ from the group's (xa_cat, GroupForward).
+// `residual` [N, out] (optional) is added in the matmul's epilogue, not by a kernel of its own.
 at::Tensor ProjectForward(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int64_t T, at::Tensor* xa,
-                          const at::Tensor& xa_cat = at::Tensor()) {
-  at::Tensor y = at::mm(x2d, p.w.t());  // [N, out]
+                          const at::Tensor& xa_cat = at::Tensor(), const at::Tensor& residual = at::Tensor()) {
+  at::Tensor y = residual.defined() ? at::addmm(residual, x2d, p.w.t()) : at::mm(x2d, p.w.t());  // [N, out]
   if (!p.adapted()) return y;
   const at::ScalarType ct = x2d.scalar_type();
   TORCH_CHECK(p.b_c.scalar_type() == ct, "ProjectForward: input ", ct, " but weights ", p.b_c.scalar_type());
@@ -195,7 +196,9 @@ void ProjectBackward(const ProjCtx& p, const at::Tensor& dy, const at::Tensor& x
 class LayerNode : public torch::autograd::Node {
  public:
   // Returns false when nothing needs a gradient (then the caller attaches nothing).
-  bool Connect(const at::Tensor& x, std::initializer_list<const ProjCtx*> projs) {
+  // `residual`: an input added to the output as it is (its edge follows x's); undefined for none.
+  bool Connect(const at::Tensor& x, std::initializer_list<const ProjCtx*> projs,
+               const at::Tensor& residual = at::Tensor()) {
     torch::autograd::edge_list edges;
     bool any = false;
     auto add = [&](const at::Tensor& t) {
@@ -204,6 +207,7 @@ class LayerNode : public torch::autograd::Node {
       edges.push_back(g ? torch::autograd::impl::gradient_edge(t) : torch::autograd::Edge());
     };
     add(x);
+    if (residual.defined()) add(residual);
     for (const ProjCtx* p : projs) {
       if (!p->adapted()) continue;
       slot_[p->k] = static_cast<int>(edges.size());
@@ -310,13 +314,15 @@ class QkvNode : public LayerNode {
   }
 };
 
-// One projection (+LoRA) on x [B, T, ...in] → [B, T, out]. Keeps x (for A's gradient) and xa.
+// One projection (+LoRA) on x [B, T, ...in] → [B, T, out], plus a residual [B, T, out] when
+// `residual`. Keeps x (for A's gradient) and xa.
 class LinearNode : public LayerNode {
  public:
   std::string name() const override { return "herd::LinearNode"; }
   ProjCtx proj;
   at::Tensor x, xa;
   int64_t B = 0, T = 0;
+  bool residual = false;  // edge 1 is the residual's: its gradient is dy as it is
 
   variable_list apply(variable_list&& grads) override {
     TORCH_CHECK(x.defined() || !proj.adapted(), "LinearNode: backward ran twice (retain_graph is not supported)");
@@ -329,6 +335,7 @@ class LinearNode : public LayerNode {
                     WantB(proj), &da, &db);
     variable_list out(num_outputs());
     if (want_x) out[0] = dx.view(in_sizes);
+    if (residual && task_should_compute_output(1)) out[1] = dy.view({B, T, out_features});
     Put(out, proj, da, db);
     return out;
   }
@@ -377,7 +384,8 @@ class MlpNode : public LayerNode {
     if (up.group_col < 0) Put(out, up, da, gu_db[1]);
     du.reset();
     PutGroup(out, group, {&gate, &up}, gu_db, gu_u, h, want_x ? &dh : nullptr);
-    if (want_x) out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).view(x.sizes());
+    // The output is x + MLP(x): x's gradient is the norm's plus dy as it is.
+    if (want_x) out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).add_(dy).view(x.sizes());
     return out;
   }
   void release_variables() override {
@@ -486,28 +494,28 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
 
   at::Tensor attn = CausalAttention(q, k, v, in.attention, 1.0 / std::sqrt(static_cast<double>(D)));  // [B, T, Nq, D]
 
-  // o projection and the first residual.
-  at::Tensor o;
+  // o projection and the first residual: mid = x + o(attn), the add in the matmul's epilogue.
+  at::Tensor mid;
   {
     const at::Tensor a = attn.contiguous();
     at::Tensor xa;
     {
       at::NoGradGuard no_grad;
-      o = at::_unsafe_view(ProjectForward(po, a.view({N, Nq * D}), B, T, &xa), {B, T, H});
+      mid = at::_unsafe_view(ProjectForward(po, a.view({N, Nq * D}), B, T, &xa, {}, x.view({N, H})), {B, T, H});
     }
-    if (NeedsGraph(a, w, {Proj::kO})) {
+    if (NeedsGraph(a, w, {Proj::kO}) || (at::GradMode::is_enabled() && x.requires_grad())) {
       auto node = NewNode<LinearNode>();
       node->proj = po;
-      if (node->Connect(a, {&node->proj})) {
+      node->residual = true;
+      if (node->Connect(a, {&node->proj}, x)) {
         if (po.adapted()) node->x = a.detach();
         node->xa = xa;
         node->B = B, node->T = T;
         node->in_sizes = a.sizes().vec();
-        Attach(node, {&o});
+        Attach(node, {&mid});
       }
     }
   }
-  const at::Tensor mid = x + o;  // [B, T, H]
 
   // MLP and the second residual.
   at::Tensor m;
@@ -523,7 +531,8 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       u = ProjectForward(pu, n.y, B, T, &xa_u, xa_cat);
       n.y.reset();
       act = SwiGluForward(g, u);
-      m = at::_unsafe_view(ProjectForward(pd, act, B, T, &xa_d), {B, T, H});
+      // The second residual, mid + down(...), in the matmul's epilogue.
+      m = at::_unsafe_view(ProjectForward(pd, act, B, T, &xa_d, {}, mid.view({N, H})), {B, T, H});
       if (!in.keep_mlp_activation || !graph || !pd.adapted()) act.reset();
     }
     if (graph) {
@@ -548,7 +557,7 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       }
     }
   }
-  return mid + m;
+  return m;
 }
 
 }  // namespace herd::engine
