@@ -184,7 +184,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
     batches.push_back(std::move(b));
   }
   const int64_t rss_before = ProcStatusBytes("VmRSS:");
-  double loss = 0;
+  at::Tensor loss;  // the last step's, read once after the timed steps (no sync a step, as the baseline)
   int64_t kept = 0;  // most bytes the forward left for the backward (activations, head gradient)
   // measure: the warm-up steps also measure what the forward keeps (the synchronisations that
   // takes stay out of the timed steps).
@@ -208,7 +208,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
     }
     l.backward();
     HERD_RETURN_IF_ERROR(opt.Step(1e-4));
-    loss = l.item<double>();
+    loss = l.detach();
     return absl::OkStatus();
   };
   try {
@@ -233,7 +233,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
                           {"kept_gib", Gib(kept)}, {"step_s", seconds / steps}, {"tokens_per_s", tokens_per_s},
                           {"model_tflops", tokens_per_s * fpt / 1e12}, {"flops_per_token", fpt},
                           {"peak_mem_gib", peak < 0 ? nlohmann::json(nullptr) : nlohmann::json(peak / double(1 << 30))},
-                          {"loss", loss}};
+                          {"loss", loss.item<double>()}};
     std::cout << out.dump() << std::endl;
     if (!o.profile.empty()) {
       HERD_RETURN_IF_ERROR(ProfileStep(o.profile, {{"model", name}, {"batch", batch}, {"seq", seq}, {"grad_ckpt", grad_ckpt}},
