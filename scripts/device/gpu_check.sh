@@ -15,7 +15,7 @@
 #  5. herd-bench on the three target shapes (seq 2048), each in its own process;
 #  6. device-bundle/bench/hf_peft_baseline.py, in priority order: --compile 8B b2, --compile 1B b8,
 #     eager 8B b4 --grad-ckpt; a run that no longer fits the budget is skipped and says so.
-#  7. (while the budget lasts) the 1B shape with one part off at a time: --attention varlen,
+#  7. (while the budget lasts) the 1B shape with one part off at a time: --no-fold, --attention varlen,
 #     --recompute-mlp, --reference layers, --no-fused-kernels, --attention sdpa, --full-logits
 #     (informational);
 # Always ends with the table (targets as ratios to the baseline of the same call) and writes
@@ -262,7 +262,7 @@ fi
 # target shape again with one part switched off at a time, while the budget lasts. Informational:
 # a variant that fails (out of memory, say) fails nothing.
 if ((cpu)); then abl=(tiny 8); abl_min=5; else abl=(llama3.2-1b 8); abl_min=20; fi
-for a in "attention-varlen --attention varlen" "recompute-mlp --recompute-mlp" "reference --reference" \
+for a in "no-fold --no-fold" "attention-varlen --attention varlen" "recompute-mlp --recompute-mlp" "reference --reference" \
          "no-fused-kernels --no-fused-kernels" "attention-sdpa --attention sdpa" "full-logits --full-logits"; do
   set -- $a
   name=$1; shift

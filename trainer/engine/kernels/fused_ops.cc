@@ -124,10 +124,19 @@ bool FusedKernelsEnabled() { return g_fused_kernels.load(std::memory_order_relax
   } while (false)
 #endif
 
-RmsNormResult RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps) {
+RmsNormResult RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps, const at::Tensor& out) {
   CheckRmsNorm(x, w);
-  HERD_TRY_CUDA(x.is_cuda(), cuda_kernels::RmsNormForward(x, w, eps));
-  return reference::RmsNormForward(x, w, eps);
+  if (out.defined()) {
+    const int64_t h = x.size(-1);
+    TORCH_CHECK(out.dim() == 2 && out.size(0) * h == x.numel() && out.size(1) == h && out.stride(-1) == 1 &&
+                    out.scalar_type() == x.scalar_type() && out.device() == x.device(),
+                "RmsNorm: out must be [", x.numel() / std::max<int64_t>(h, 1), ", ", h, "] ", x.scalar_type(),
+                " with dense rows, got ", out.sizes(), " ", out.scalar_type());
+  }
+  HERD_TRY_CUDA(x.is_cuda(), cuda_kernels::RmsNormForward(x, w, eps, out));
+  RmsNormResult r = reference::RmsNormForward(x, w, eps);
+  if (out.defined()) r.y = out.copy_(r.y.view(out.sizes()));
+  return r;
 }
 
 at::Tensor RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& rstd) {

@@ -25,10 +25,13 @@ struct RmsNormResult {
   at::Tensor rstd;  // [N] float32 (float64 for float64 x): 1 / sqrt(mean(x²) + eps) per row
 };
 // transformers' LlamaRMSNorm: the normalised row is rounded to x's dtype, then multiplied by w
-// (in x's dtype). x: [..., H] contiguous; w: [H] in x's dtype.
-RmsNormResult RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps);
+// (in x's dtype). x: [..., H] contiguous; w: [H] in x's dtype. `out` (optional): a [rows, H] view
+// in x's dtype with dense rows, possibly spaced wider (the head of a wider buffer), that y is
+// written into and returned as.
+RmsNormResult RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps, const at::Tensor& out = at::Tensor());
 // dL/dx for a frozen w, from the forward's x and rstd: rstd · (g − x̂ · mean(g · x̂)) with
-// g = dy · w and x̂ = x · rstd, in float32; returned in x's dtype.
+// g = dy · w and x̂ = x · rstd, in float32; returned in x's dtype. dy may be a [rows, H] view with
+// rows spaced wider than H.
 at::Tensor RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& rstd);
 
 // Rotary embedding of x: [B, T, Nh, D] (one projection's output viewed per head, contiguous) with

@@ -82,7 +82,7 @@ __device__ __forceinline__ float BlockSum(float v, float* partial) {
 template <typename T, int kW, int kVec>
 __global__ void __launch_bounds__(kMaxRowThreads)
     RmsNormForwardKernel(const T* __restrict__ x, const T* __restrict__ w, T* __restrict__ y,
-                         float* __restrict__ rstd_out, int h, float eps) {
+                         float* __restrict__ rstd_out, int h, int64_t y_stride, float eps) {
   __shared__ float partial[32];
   const int64_t row = blockIdx.x;
   const int nvec = h / kW;
@@ -90,26 +90,29 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   const float ss = BlockSum(t.Load(x + row * h, threadIdx.x, blockDim.x, nvec), partial);
   const float rstd = kernels::RmsNormRstd(ss, h, eps);
   if (threadIdx.x == 0) rstd_out[row] = rstd;
-  t.Store(y + row * h, w, rstd, threadIdx.x, blockDim.x, nvec);
+  t.Store(y + row * y_stride, w, rstd, threadIdx.x, blockDim.x, nvec);
 }
 
 template <typename T, int kW, int kVec>
 __global__ void __launch_bounds__(kMaxRowThreads)
     RmsNormBackwardKernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ w,
-                          const float* __restrict__ rstd_in, T* __restrict__ dx, int h) {
+                          const float* __restrict__ rstd_in, T* __restrict__ dx, int h, int64_t dy_stride) {
   __shared__ float partial[32];
   const int64_t row = blockIdx.x;
   const int nvec = h / kW;
   const float rstd = rstd_in[row];
   kernels::RmsNormBackwardThread<T, kW, kVec> t;
-  const float dot = BlockSum(t.Load(x + row * h, dy + row * h, w, rstd, threadIdx.x, blockDim.x, nvec), partial);
+  const float dot =
+      BlockSum(t.Load(x + row * h, dy + row * dy_stride, w, rstd, threadIdx.x, blockDim.x, nvec), partial);
   t.Store(dx + row * h, rstd, dot / static_cast<float>(h), threadIdx.x, blockDim.x, nvec);
 }
 
 
-// The row plan for these tensors, or ok = false where a kernel does not apply.
-kernels::RowPlan PlanRows(const at::Tensor& x, int vec_width, std::initializer_list<const void*> ptrs) {
-  bool aligned = true;
+// The row plan for these tensors, or ok = false where a kernel does not apply. rows_aligned: whether
+// rows of a tensor spaced other than H apart still start on 16 bytes (vector accesses need it).
+kernels::RowPlan PlanRows(const at::Tensor& x, int vec_width, std::initializer_list<const void*> ptrs,
+                          bool rows_aligned = true) {
+  bool aligned = rows_aligned;
   for (const void* p : ptrs) aligned = aligned && Aligned16(p);
   kernels::RowPlan plan = kernels::PlanRow(x.size(-1), vec_width, aligned);
   plan.ok = plan.ok && x.numel() / x.size(-1) <= std::numeric_limits<int32_t>::max() &&
@@ -229,24 +232,35 @@ void DispatchElementwise(int64_t n, std::initializer_list<const void*> ptrs, F&&
 
 }  // namespace
 
-std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x_in, const at::Tensor& w_in, double eps) {
+// Rows of a [rows, h] `t` lie `stride` elements apart (the last dimension dense), or -1.
+int64_t RowStride(const at::Tensor& t, int64_t rows, int64_t h) {
+  if (t.dim() != 2 || t.size(0) != rows || t.size(1) != h) return -1;
+  if (t.stride(1) != 1 && h > 1) return -1;
+  return rows <= 1 ? h : t.stride(0);
+}
+
+std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x_in, const at::Tensor& w_in, double eps,
+                                            const at::Tensor& out) {
   if (!SameType(x_in, {w_in})) return std::nullopt;
   const c10::cuda::CUDAGuard guard(x_in.device());
   at::Tensor x = x_in.contiguous(), w = w_in.contiguous();
   const int64_t h = x.size(-1), rows = h == 0 ? 0 : x.numel() / h;
+  const int64_t y_stride = out.defined() ? RowStride(out, rows, h) : h;
+  if (out.defined() && (!SameType(x, {out}) || y_stride < h)) return std::nullopt;
   std::optional<RmsNormResult> result;
   const bool handled = DispatchType(x.scalar_type(), [&](auto tag) {
     using T = typename decltype(tag)::type;
-    at::Tensor y = at::empty_like(x, at::MemoryFormat::Contiguous);
+    at::Tensor y = out.defined() ? out : at::empty_like(x, at::MemoryFormat::Contiguous);
     at::Tensor rstd = at::empty({rows}, x.options().dtype(at::kFloat));
-    const kernels::RowPlan plan = PlanRows(x, kVecWidth<T>, {x.data_ptr(), w.data_ptr(), y.data_ptr()});
+    const kernels::RowPlan plan =
+        PlanRows(x, kVecWidth<T>, {x.data_ptr(), w.data_ptr(), y.data_ptr()}, y_stride % kVecWidth<T> == 0);
     if (!plan.ok) return;
     if (rows > 0) {
       kernels::ForRowPlan<T>(plan, [&](auto kw, auto kvec) {
         RmsNormForwardKernel<T, decltype(kw)::value, decltype(kvec)::value>
             <<<static_cast<unsigned>(rows), plan.threads, 0, at::cuda::getCurrentCUDAStream()>>>(
                 x.const_data_ptr<T>(), w.const_data_ptr<T>(), y.mutable_data_ptr<T>(), rstd.mutable_data_ptr<float>(),
-                static_cast<int>(h), static_cast<float>(eps));
+                static_cast<int>(h), y_stride, static_cast<float>(eps));
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }
@@ -261,21 +275,28 @@ std::optional<at::Tensor> RmsNormBackward(const at::Tensor& dy_in, const at::Ten
     return std::nullopt;
   }
   const c10::cuda::CUDAGuard guard(x_in.device());
-  at::Tensor x = x_in.contiguous(), dy = dy_in.contiguous(), w = w_in.contiguous(), rstd = rstd_in.contiguous();
+  at::Tensor x = x_in.contiguous(), w = w_in.contiguous(), rstd = rstd_in.contiguous();
   const int64_t h = x.size(-1), rows = h == 0 ? 0 : x.numel() / h;
+  // dy may be a [rows, h] view with rows apart (the head of a wider gradient); else made dense.
+  int64_t dy_stride = RowStride(dy_in, rows, h);
+  at::Tensor dy = dy_in;
+  if (dy_stride < h) {
+    dy = dy_in.contiguous();
+    dy_stride = h;
+  }
   std::optional<at::Tensor> result;
   const bool handled = DispatchType(x.scalar_type(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
-    const kernels::RowPlan plan =
-        PlanRows(x, kVecWidth<T>, {x.data_ptr(), dy.data_ptr(), w.data_ptr(), dx.data_ptr()});
+    const kernels::RowPlan plan = PlanRows(x, kVecWidth<T>, {x.data_ptr(), dy.data_ptr(), w.data_ptr(), dx.data_ptr()},
+                                           dy_stride % kVecWidth<T> == 0);
     if (!plan.ok) return;
     if (rows > 0) {
       kernels::ForRowPlan<T>(plan, [&](auto kw, auto kvec) {
         RmsNormBackwardKernel<T, decltype(kw)::value, decltype(kvec)::value>
             <<<static_cast<unsigned>(rows), plan.threads, 0, at::cuda::getCurrentCUDAStream()>>>(
                 dy.const_data_ptr<T>(), x.const_data_ptr<T>(), w.const_data_ptr<T>(), rstd.const_data_ptr<float>(),
-                dx.mutable_data_ptr<T>(), static_cast<int>(h));
+                dx.mutable_data_ptr<T>(), static_cast<int>(h), dy_stride);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }

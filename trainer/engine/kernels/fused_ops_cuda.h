@@ -15,7 +15,9 @@
 
 namespace herd::engine::cuda_kernels {
 
-std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps);
+// out: where y goes (see herd::engine::RmsNormForward), or undefined for a new tensor.
+std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps,
+                                            const at::Tensor& out = at::Tensor());
 std::optional<at::Tensor> RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
                                           const at::Tensor& rstd);
 std::optional<at::Tensor> RopeForward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);

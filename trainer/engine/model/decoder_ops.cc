@@ -7,6 +7,7 @@
 #include <torch/csrc/autograd/functions/utils.h>
 
 #include <atomic>
+#include <functional>
 #include <initializer_list>
 #include <vector>
 
@@ -46,6 +47,9 @@ struct ProjCtx {
   at::Tensor b_c;     // backward (the leaves are float32; the matmuls run in the weights' dtype).
                       // a_c stays undefined for a member of an AdapterGroup (the group casts A).
   int64_t group_col = -1;  // in an AdapterGroup: this adapter's first column of the group's x' Aᵀ
+  at::Tensor w_pad;        // DecoderWeights::w_pad, or undefined
+  int64_t pad_col = 0;
+  bool folded = false;     // the adapter rides in the padded frozen matmul (its B written into w_pad)
   double scale = 1;
   at::Tensor keys;    // [B, 2] dropout row keys, or undefined
   double keep = 1;
@@ -61,8 +65,8 @@ ProjCtx MakeProj(const DecoderWeights& w, const DecoderShape& s, const DecoderIn
   c.b = w.lora_b[c.k];
   c.scale = s.lora_scale;
   if (c.adapted()) {
-    const at::ScalarType ct = c.w.scalar_type();
-    c.b_c = c.b.detach().to(ct);
+    c.w_pad = w.w_pad[c.k];
+    c.pad_col = w.pad_col[c.k];
   }
   if (c.adapted() && in.dropout_keys.defined()) {
     c.keys = in.dropout_keys.select(0, c.k);
@@ -95,6 +99,7 @@ struct AdapterGroup {
   at::Tensor a_cat;  // [n·r, in], undefined when inactive
   int64_t cols = 0;  // n·r
   double scale = 1;  // LoRA's s (the same for every adapter)
+  bool folded = false;  // every member's B rides in its padded frozen weight (DecoderWeights::w_pad)
 
   bool active() const { return a_cat.defined(); }
 };
@@ -109,7 +114,10 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
     dropout = dropout || p->keys.defined();
   }
   if (adapted.size() < 2 || dropout) {
-    for (ProjCtx* p : adapted) p->a_c = p->a.detach().to(p->w.scalar_type());
+    for (ProjCtx* p : adapted) {
+      p->a_c = p->a.detach().to(p->w.scalar_type());
+      p->b_c = p->b.detach().to(p->w.scalar_type());
+    }
     return g;
   }
   std::vector<at::Tensor> as;
@@ -120,7 +128,46 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
   }
   g.a_cat = at::cat(as).to(adapted.front()->w.scalar_type());
   g.scale = adapted.front()->scale;
+  // Folded where the weights were stored for it with this very layout.
+  g.folded = true;
+  for (ProjCtx* p : adapted) {
+    const int64_t in = p->w.size(1);
+    g.folded = g.folded && p->w_pad.defined() && p->w_pad.size(1) == in + g.cols && p->pad_col == in + p->group_col;
+  }
+  for (ProjCtx* p : adapted) {
+    if (g.folded) {
+      // B into its block of the padded weight (cast on the way): the frozen matmul then adds the
+      // adapter, and that block is B in the weights' dtype for anything else that needs it.
+      p->b_c = p->w_pad.narrow(1, p->pad_col, p->b.size(1));
+      p->b_c.copy_(p->b.detach());
+      p->folded = true;
+    } else {
+      p->b_c = p->b.detach().to(p->w.scalar_type());
+    }
+  }
   return g;
+}
+
+// A folded group's forward input: [x' | s · x' Aᵀ] [N, in + n·r], x' = RMSNorm(x) written straight
+// into its head by the norm. *y is x' (a view of the head), *xa_cat a copy of the tail (kept for B's
+// gradients; the buffer itself is not kept).
+at::Tensor FoldedInput(const AdapterGroup& g, const at::Tensor& x2d, const at::Tensor& norm_w, double eps,
+                       RmsNormResult* norm, at::Tensor* xa_cat) {
+  const int64_t H = x2d.size(1);
+  at::Tensor buf = at::empty({x2d.size(0), H + g.cols}, x2d.options());
+  *norm = RmsNormForward(x2d, norm_w, eps, buf.narrow(1, 0, H));
+  at::Tensor tail = buf.narrow(1, H, g.cols);
+  at::addmm_out(tail, tail, norm->y, g.a_cat.t(), /*beta=*/0, /*alpha=*/g.scale);
+  *xa_cat = tail.clone();
+  return buf;
+}
+
+// One member of a folded group: buf · W'ᵀ (the adapter included), or x' Wᵀ for a member without one.
+at::Tensor FoldedProject(const ProjCtx& p, const at::Tensor& buf, const at::Tensor& x2d, const at::Tensor& xa_cat,
+                         at::Tensor* xa) {
+  if (!p.adapted()) return at::mm(x2d, p.w.t());
+  *xa = xa_cat.narrow(1, p.group_col, p.a.size(0));
+  return at::mm(buf, p.w_pad.t());
 }
 
 // The group's s · x' Aᵀ [N, n·r] (undefined when the group is inactive).
@@ -249,6 +296,54 @@ class LayerNode : public torch::autograd::Node {
       ++i;
     }
   }
+  // A folded group's backward when x needs its gradient: Σ dy_p · W'_p over the members is
+  // [dx | dy_1 B_1 | dy_2 B_2 | ...] in one buffer (the zero blocks keep each B's product to its own
+  // projection), so dy · B costs no pass over dy of its own. Then A's gradients and the adapters'
+  // share of dx from that tail, B's from the kept xa. `input` makes the members' input x' again
+  // (only called when an A gradient is wanted). Returns dx, a [N, in] view of the buffer.
+  at::Tensor FoldedBackward(variable_list& out, const AdapterGroup& g, std::initializer_list<const ProjCtx*> projs,
+                            std::initializer_list<const at::Tensor*> dys, std::initializer_list<const at::Tensor*> xas,
+                            const std::function<at::Tensor()>& input) {
+    at::Tensor dx_cat;
+    int64_t in = 0;
+    auto dy = dys.begin();
+    for (const ProjCtx* p : projs) {  // the adapted members first: they span the whole buffer
+      if (p->folded) {
+        in = p->w.size(1);
+        dx_cat = dx_cat.defined() ? dx_cat.addmm_(**dy, p->w_pad) : at::mm(**dy, p->w_pad);
+      }
+      ++dy;
+    }
+    TORCH_CHECK(dx_cat.defined(), "FoldedBackward: a folded group without members");
+    at::Tensor dx = dx_cat.narrow(1, 0, in);
+    dy = dys.begin();
+    for (const ProjCtx* p : projs) {
+      if (!p->folded) dx.addmm_(**dy, p->w);
+      ++dy;
+    }
+    const at::Tensor u = dx_cat.narrow(1, in, g.cols).mul(g.scale);  // [N, n·r] = s · dy B, dense
+    bool want_a = false;
+    at::ScalarType lora_dtype = at::kFloat;
+    for (const ProjCtx* p : projs) {
+      if (!p->folded) continue;
+      want_a = want_a || WantA(*p);
+      lora_dtype = p->a.scalar_type();
+    }
+    at::Tensor da_cat = want_a ? MmTo(u.t(), input(), lora_dtype) : at::Tensor();
+    dx.addmm_(u, g.a_cat);
+    dy = dys.begin();
+    auto xa = xas.begin();
+    for (const ProjCtx* p : projs) {
+      if (p->folded) {
+        const at::Tensor da = WantA(*p) ? da_cat.narrow(0, p->group_col, p->a.size(0)) : at::Tensor();
+        const at::Tensor db = WantB(*p) ? MmTo((*dy)->t(), **xa, lora_dtype) : at::Tensor();
+        Put(out, *p, da, db);
+      }
+      ++dy;
+      ++xa;
+    }
+    return dx;
+  }
   // An output's incoming gradient, or zeros of its shape where autograd passed none.
   static at::Tensor OrZeros(const at::Tensor& g, at::IntArrayRef sizes, const at::TensorOptions& options) {
     return g.defined() ? g.contiguous() : at::zeros(sizes, options);
@@ -288,12 +383,19 @@ class QkvNode : public LayerNode {
                         RopeBackward(OrZeros(grads[1], {B, T, Nkv, D}, x.options()), cos, sin),
                         OrZeros(grads[2], {B, T, Nkv, D}, x.options())};
     const at::Tensor x2d = x.view({N, x.size(-1)});
+    const bool want_x = WantX();
+    variable_list out(num_outputs());
+    if (group.folded && want_x) {
+      const at::Tensor d[3] = {dy[0].view({N, -1}), dy[1].view({N, -1}), dy[2].view({N, -1})};
+      const at::Tensor dh = FoldedBackward(out, group, {&proj[0], &proj[1], &proj[2]}, {&d[0], &d[1], &d[2]},
+                                           {&xa[0], &xa[1], &xa[2]}, [&] { return RmsNormForward(x2d, norm_w, eps).y; });
+      out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).view(x.sizes());
+      return out;
+    }
     bool need_h = false;
     for (const ProjCtx& p : proj) need_h = need_h || WantA(p);
     at::Tensor h = need_h ? RmsNormForward(x2d, norm_w, eps).y : at::Tensor();
-    const bool want_x = WantX();
     at::Tensor dh;
-    variable_list out(num_outputs());
     std::vector<at::Tensor> u;
     at::Tensor db[3];
     for (int i = 0; i < 3; ++i) {
@@ -371,8 +473,17 @@ class MlpNode : public LayerNode {
     auto [dg, du] = SwiGluBackward(da_act, g, u);
     da_act.reset();
     const at::Tensor x2d = x.view({N, H});
-    at::Tensor h = (WantA(gate) || WantA(up)) ? RmsNormForward(x2d, norm_w, eps).y : at::Tensor();
     const bool want_x = WantX();
+    if (group.folded && want_x) {
+      const at::Tensor dh = FoldedBackward(out, group, {&gate, &up}, {&dg, &du}, {&xa_gate, &xa_up},
+                                           [&] { return RmsNormForward(x2d, norm_w, eps).y; });
+      dg.reset();
+      du.reset();
+      // The output is x + MLP(x): x's gradient is the norm's plus dy as it is.
+      out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).add_(dy).view(x.sizes());
+      return out;
+    }
+    at::Tensor h = (WantA(gate) || WantA(up)) ? RmsNormForward(x2d, norm_w, eps).y : at::Tensor();
     at::Tensor dh;
     std::vector<at::Tensor> gu_u;
     at::Tensor gu_db[2];
@@ -462,12 +573,23 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
     at::Tensor xa[3], rstd;
     {
       at::NoGradGuard no_grad;
-      RmsNormResult n = RmsNormForward(x.view({N, H}), w.input_norm, s.rms_eps);
+      RmsNormResult n;
+      at::Tensor yq, yk, yv;
+      if (qkv_group.folded) {
+        at::Tensor xa_cat;
+        const at::Tensor buf = FoldedInput(qkv_group, x.view({N, H}), w.input_norm, s.rms_eps, &n, &xa_cat);
+        yq = FoldedProject(pq, buf, n.y, xa_cat, &xa[0]);
+        yk = FoldedProject(pk, buf, n.y, xa_cat, &xa[1]);
+        yv = FoldedProject(pv, buf, n.y, xa_cat, &xa[2]);
+      } else {
+        n = RmsNormForward(x.view({N, H}), w.input_norm, s.rms_eps);
+        const at::Tensor xa_cat = GroupForward(qkv_group, n.y);
+        yq = ProjectForward(pq, n.y, B, T, &xa[0], xa_cat);
+        yk = ProjectForward(pk, n.y, B, T, &xa[1], xa_cat);
+        yv = ProjectForward(pv, n.y, B, T, &xa[2], xa_cat);
+      }
       rstd = n.rstd;
-      const at::Tensor xa_cat = GroupForward(qkv_group, n.y);
-      at::Tensor yq = ProjectForward(pq, n.y, B, T, &xa[0], xa_cat);
-      at::Tensor yk = ProjectForward(pk, n.y, B, T, &xa[1], xa_cat);
-      at::Tensor yv = ProjectForward(pv, n.y, B, T, &xa[2], xa_cat);
+      n.y.reset();
       q = RopeForward(yq.view({B, T, Nq, D}), in.cos, in.sin);  // new tensors
       k = RopeForward(yk.view({B, T, Nkv, D}), in.cos, in.sin);
       v = at::_unsafe_view(yv, {B, T, Nkv, D});  // not a view: it gets its own grad_fn
@@ -524,11 +646,19 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
     at::Tensor rstd, g, u, act, xa_g, xa_u, xa_d;
     {
       at::NoGradGuard no_grad;
-      RmsNormResult n = RmsNormForward(mid.view({N, H}), w.post_norm, s.rms_eps);
+      RmsNormResult n;
+      if (mlp_group.folded) {
+        at::Tensor xa_cat;
+        const at::Tensor buf = FoldedInput(mlp_group, mid.view({N, H}), w.post_norm, s.rms_eps, &n, &xa_cat);
+        g = FoldedProject(pg, buf, n.y, xa_cat, &xa_g);  // [N, I]
+        u = FoldedProject(pu, buf, n.y, xa_cat, &xa_u);
+      } else {
+        n = RmsNormForward(mid.view({N, H}), w.post_norm, s.rms_eps);
+        const at::Tensor xa_cat = GroupForward(mlp_group, n.y);
+        g = ProjectForward(pg, n.y, B, T, &xa_g, xa_cat);  // [N, I]
+        u = ProjectForward(pu, n.y, B, T, &xa_u, xa_cat);
+      }
       rstd = n.rstd;
-      const at::Tensor xa_cat = GroupForward(mlp_group, n.y);
-      g = ProjectForward(pg, n.y, B, T, &xa_g, xa_cat);  // [N, I]
-      u = ProjectForward(pu, n.y, B, T, &xa_u, xa_cat);
       n.y.reset();
       act = SwiGluForward(g, u);
       // The second residual, mid + down(...), in the matmul's epilogue.

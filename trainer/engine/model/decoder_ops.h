@@ -34,6 +34,14 @@ struct DecoderWeights {
   at::Tensor w[kNumProj];            // [out, in], frozen
   at::Tensor lora_a[kNumProj];       // [r, in] leaves, or undefined (no adapter)
   at::Tensor lora_b[kNumProj];       // [out, r]
+  // Optional, for adapted projections of a group (q/k/v, gate/up) without dropout: the frozen weight
+  // stored as [W | zeros | B block | zeros] [out, in + n·r] (w[k] is its first `in` columns), the
+  // group's B's side by side in the order of its adapted members, this one's at pad_col[k]. The
+  // forward writes B into its block and computes [x' | s·x'Aᵀ] · paddedᵀ: the adapter's
+  // contribution comes out of the frozen matmul, and in backward dy · padded yields dx and dy·B
+  // together.
+  at::Tensor w_pad[kNumProj];
+  int64_t pad_col[kNumProj] = {};
 };
 
 struct DecoderShape {

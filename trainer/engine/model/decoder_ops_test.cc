@@ -184,6 +184,36 @@ TEST_F(LeanLayersTest, EvaluationBuildsNoGraph) {
   EXPECT_LT(RelErr(lean, ref), 2e-6);
 }
 
+TEST(LeanLayerTest, GroupsFoldIntoPaddedWeightsWithoutDropout) {
+  struct Case {
+    std::vector<Proj> targets;
+    double dropout;
+    std::vector<Proj> folded;
+  };
+  const std::vector<Proj> all = {Proj::kQ, Proj::kK, Proj::kV, Proj::kO, Proj::kGate, Proj::kUp, Proj::kDown};
+  for (const Case& c : {Case{all, 0.0, {Proj::kQ, Proj::kK, Proj::kV, Proj::kGate, Proj::kUp}},
+                        Case{all, 0.1, {}},  // each projection masks its own input: nothing shared
+                        Case{{Proj::kQ, Proj::kV, Proj::kDown}, 0.0, {Proj::kQ, Proj::kV}},
+                        Case{{Proj::kQ, Proj::kGate}, 0.0, {}}}) {  // one adapter a group: nothing to share
+    auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
+    auto m = test_models::SmallLoraLlama(at::kFloat, at::kFloat, {.r = 4, .alpha = 8, .dropout = c.dropout, .targets = c.targets},
+                                         gen);
+    ASSERT_TRUE(m.ok()) << m.status();
+    auto plain = LlamaModel::Random((*m)->config(), LoadOptions{.dtype = at::kFloat}, /*seed=*/5);
+    ASSERT_TRUE(plain.ok()) << plain.status();
+    for (int i = 0; i < (*m)->config().num_layers; ++i) {
+      for (const ProjInfo& p : kProjTable) {
+        const bool want = std::find(c.folded.begin(), c.folded.end(), p.proj) != c.folded.end();
+        EXPECT_EQ((*m)->AdapterFolds(i, p.proj), want) << "layer " << i << " " << p.name << " dropout " << c.dropout;
+        // However stored, the base weight reads back as it was, plain [out, in].
+        const at::Tensor w = (*m)->BaseTensor(ProjWeightName(i, p.proj));
+        EXPECT_TRUE(w.is_contiguous());
+        EXPECT_TRUE(at::equal(w, (*plain)->BaseTensor(ProjWeightName(i, p.proj)))) << ProjWeightName(i, p.proj);
+      }
+    }
+  }
+}
+
 TEST(LeanLayerTest, GradientOnlyWhereAsked) {
   // A frozen layer input gets no gradient (the first layer's input, the embeddings, is frozen),
   // and a layer whose input needs one gets the plain graph's.

@@ -184,11 +184,48 @@ absl::Status LlamaModel::EnableLora(const LoraOptions& options, uint64_t seed) {
         l.adapter[k] = static_cast<int>(adapters_.size());
         adapters_.push_back({i, p.proj, a, b});
       }
+      PadGroups(l);
     }
   } catch (const std::exception& e) {
     return absl::InternalError(herd::StrCat("creating LoRA adapters: ", e.what()));
   }
   return absl::OkStatus();
+}
+
+void LlamaModel::set_fold_adapters(bool on) {
+  fold_adapters_ = on;
+  for (Layer& l : layers_) PadGroups(l);
+}
+
+void LlamaModel::PadGroups(Layer& l) {
+  for (int k = 0; k < kNumProj; ++k) {
+    if (l.pad[k].defined()) l.proj[k] = l.proj[k].contiguous();  // (EnableLora again: unpad first)
+    l.pad[k] = at::Tensor();
+    l.pad_col[k] = 0;
+  }
+  if (!fold_adapters_ || lora_.dropout > 0) return;  // (dropout: each projection masks its own input)
+  // The groups of decoder_ops.cc's AdapterGroup, in its member order.
+  for (const std::vector<Proj>& group : {std::vector<Proj>{Proj::kQ, Proj::kK, Proj::kV},
+                                         std::vector<Proj>{Proj::kGate, Proj::kUp}}) {
+    std::vector<int> members;
+    for (Proj p : group) {
+      if (l.adapter[static_cast<int>(p)] >= 0) members.push_back(static_cast<int>(p));
+    }
+    if (members.size() < 2) continue;
+    const int64_t cols = static_cast<int64_t>(members.size()) * lora_.r;
+    int64_t col = 0;
+    for (int k : members) {
+      const at::Tensor w = l.proj[k];
+      const int64_t in = w.size(1);
+      // Zeros beside W: the other members' B blocks stay zero; this one's is written each forward.
+      at::Tensor pad = at::zeros({w.size(0), in + cols}, w.options());
+      pad.narrow(1, 0, in).copy_(w);
+      l.proj[k] = pad.narrow(1, 0, in);
+      l.pad[k] = pad;
+      l.pad_col[k] = in + col;
+      col += lora_.r;
+    }
+  }
 }
 
 std::vector<at::Tensor> LlamaModel::LoraParameters() const {
@@ -209,7 +246,8 @@ at::Tensor LlamaModel::BaseTensor(const std::string& name) const {
     if (name == InputNormName(i)) return layers_[i].input_norm;
     if (name == PostAttentionNormName(i)) return layers_[i].post_norm;
     for (const ProjInfo& p : kProjTable) {
-      if (name == ProjWeightName(i, p.proj)) return layers_[i].proj[static_cast<int>(p.proj)];
+      // (.contiguous(): a weight stored padded is a strided view; callers get plain [out, in].)
+      if (name == ProjWeightName(i, p.proj)) return layers_[i].proj[static_cast<int>(p.proj)].contiguous();
     }
   }
   return at::Tensor();
@@ -264,6 +302,8 @@ at::Tensor LlamaModel::DecoderLayer(int i, const at::Tensor& x, const LayerInput
   w.post_norm = l.post_norm;
   for (int k = 0; k < kNumProj; ++k) {
     w.w[k] = l.proj[k];
+    w.w_pad[k] = l.pad[k];
+    w.pad_col[k] = l.pad_col[k];
     if (l.adapter[k] < 0) continue;
     w.lora_a[k] = adapters_[l.adapter[k]].a;
     w.lora_b[k] = adapters_[l.adapter[k]].b;

@@ -111,13 +111,25 @@ class LlamaModel {
   // Keep each layer's SwiGLU output for the backward instead of making it again there (default on;
   // DecoderInputs::keep_mlp_activation). Off saves B·T·intermediate bytes a layer.
   void set_keep_mlp_activations(bool on) { keep_mlp_activations_ = on; }
+  // Whether layer i's adapter on p rides in its padded frozen weight (DecoderWeights::w_pad): q/k/v
+  // and gate/up with two or more adapters of the group and no LoRA dropout.
+  bool AdapterFolds(int i, Proj p) const { return layers_.at(i).pad[static_cast<int>(p)].defined(); }
+  // Folding on (default) or off, from now on (re-lays the weights out): off only to measure what
+  // it is worth (`herd-bench --no-fold`).
+  void set_fold_adapters(bool on);
 
  private:
   struct Layer {
     at::Tensor input_norm, post_norm;   // [hidden]
-    at::Tensor proj[kNumProj];          // [out, in]
+    at::Tensor proj[kNumProj];          // [out, in] (a view of pad[k] where that is defined)
     int adapter[kNumProj];              // index into adapters_, or -1
+    // Adapted q/k/v (and gate/up), two or more of them, without LoRA dropout: the frozen weight
+    // stored as [W | B blocks] so the adapters fold into the frozen matmuls (DecoderWeights::w_pad).
+    at::Tensor pad[kNumProj];           // [out, in + n·r], or undefined
+    int64_t pad_col[kNumProj] = {};     // where this projection's B block begins in pad[k]
   };
+  // Lays out pad/pad_col for layer l's adapted groups (EnableLora).
+  void PadGroups(Layer& l);
   // What every decoder layer of one forward reads besides its input. Shared by the layers and
   // kept alive by the recompute of checkpointed ones.
   struct LayerInputs {
@@ -156,6 +168,7 @@ class LlamaModel {
   std::vector<Adapter> adapters_;
   bool reference_layers_ = false;
   bool keep_mlp_activations_ = true;
+  bool fold_adapters_ = true;
 };
 
 // RoPE inverse frequencies exactly as transformers computes them. [head_dim / 2] float32.

@@ -71,6 +71,7 @@ struct BenchOptions {
   std::string attention = "auto";  // "auto" (flash where it applies) or "sdpa"
   bool reference = false;    // plain autograd layers instead of the lean nodes (LlamaModel::set_reference_layers)
   bool recompute_mlp = false;  // make SwiGLU(g, u) again in backward instead of keeping it
+  bool no_fold = false;        // LoRA beside the frozen matmuls instead of folded into them
   std::string profile;       // where to write one more step's kernel profile (JSON lines); empty = none
 };
 
@@ -162,6 +163,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
   HERD_RETURN_IF_ERROR(model->EnableLora(lora, 1));
   model->set_reference_layers(o.reference);
   model->set_keep_mlp_activations(!o.recompute_mlp);
+  if (o.no_fold) model->set_fold_adapters(false);
   if (o.attention != "auto" && o.attention != "sdpa" && o.attention != "varlen") {
     return absl::InvalidArgumentError("--attention must be auto, sdpa or varlen, not " + o.attention);
   }
@@ -227,6 +229,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
                           {"grad_ckpt", grad_ckpt}, {"layers", o.reference ? "reference" : "lean"},
                           {"dtype", bf16 ? "bf16" : "fp32"}, {"fused_kernels", !o.no_fused_kernels},
                           {"attention", o.attention}, {"keep_mlp_activation", !o.recompute_mlp},
+                          {"fold_adapters", !o.no_fold},
                           {"trainable_params", trainable},
                           {"loss_chunk", o.full_logits ? nlohmann::json("full") : nlohmann::json(o.loss_chunk)},
                           {"peak_rss_gib", Gib(peak_rss)}, {"step_rss_gib", Gib(peak_rss - rss_before)},
@@ -274,6 +277,8 @@ int main(int argc, char** argv) {
                "Decoder layers as plain autograd over ATen ops (what transformers computes), for comparison");
   app.add_flag("--recompute-mlp", o.recompute_mlp,
                "Make each layer's SwiGLU output again in backward instead of keeping it (less memory)");
+  app.add_flag("--no-fold", o.no_fold,
+               "Run the LoRA matmuls beside the frozen ones instead of folding q/k/v and gate/up's into them");
   app.add_option("--profile", o.profile,
                  "After the timed steps, profile one more and append where its GPU time went to this file "
                  "(JSON lines: the step, then its 40 costliest kernels)");

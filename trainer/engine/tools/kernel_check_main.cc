@@ -177,6 +177,38 @@ void CheckShape(Checker& c, const Shape& s, at::ScalarType dt, int64_t n, at::De
       },
       [&]() -> Outputs { return {reference::RmsNormBackward(dy, x, w, fwd.rstd)}; });
 
+  // The same into and out of rows spaced wider than H, as the folded LoRA groups lay them out
+  // ([x' | s·x'Aᵀ] for q/k/v at r 16: H + 48): must equal the dense kernel's bits.
+  at::Tensor wide = at::empty({n, h + 48}, opts);
+  at::Tensor dy_wide = at::empty({n, h + 48}, opts);
+  dy_wide.narrow(1, 0, h).copy_(dy);
+  c.Check(
+      "rmsnorm_fwd_strided_out", s.name, dtype, 0, nd * h * es * 2 + nd * 4,
+      [&]() -> Outputs {
+#ifdef HERD_WITH_CUDA
+        if (cuda) {
+          const RmsNormResult r =
+              Required(cuda_kernels::RmsNormForward(x, w, eps, wide.narrow(1, 0, h)), "rmsnorm_fwd_strided_out");
+          return {r.y.contiguous(), r.rstd};
+        }
+#endif
+        const RmsNormResult r = RmsNormForward(x, w, eps, wide.narrow(1, 0, h));
+        return {r.y.contiguous(), r.rstd};
+      },
+      [&]() -> Outputs { const RmsNormResult r = RmsNormForward(x, w, eps); return {r.y, r.rstd}; }, /*exact=*/true);
+  c.Check(
+      "rmsnorm_bwd_strided_dy", s.name, dtype, 0, nd * h * es * 3 + nd * 4,
+      [&]() -> Outputs {
+#ifdef HERD_WITH_CUDA
+        if (cuda) {
+          return {Required(cuda_kernels::RmsNormBackward(dy_wide.narrow(1, 0, h), x, w, fwd.rstd),
+                           "rmsnorm_bwd_strided_dy")};
+        }
+#endif
+        return {RmsNormBackward(dy_wide.narrow(1, 0, h), x, w, fwd.rstd)};
+      },
+      [&]() -> Outputs { return {RmsNormBackward(dy, x, w, fwd.rstd)}; }, /*exact=*/true);
+
   // RoPE on q and k: [B, T, heads, D] with B = 2, T = N / 2.
   const int64_t b = 2, t = n / 2;
   at::Tensor pos = at::arange(t, at::TensorOptions().dtype(at::kFloat).device(dev)).unsqueeze(1);  // [T, 1]
