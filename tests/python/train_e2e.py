@@ -202,7 +202,12 @@ def case_optimizer_step(args, tmp, model):
     opt.step()
     print(f"loss {loss.item():.6f}, gradient norm {norm.item():.4f} (clipped to {clip})")
     peft.save_pretrained(tmp + "/torch")
-    compare_adapters(tmp + "/torch", tmp + "/herd/adapter", 1e-5, "1 step: Herd vs PyTorch AdamW")
+    # 5e-5 of each tensor's largest value: an element whose gradient is a near-cancellation (3.5e-7
+    # against the tensor's ~1e-3) carries float32 summation-order noise of a few per cent, and Adam's
+    # first step passes eps/(|g| + eps) ≈ 3% of it into the update. Measured 2.0e-5 (layer 1 down_proj
+    # A) once the lean layers folded LoRA into the frozen matmuls; a wrong gradient or scale moves
+    # updates by lr-sized amounts, ~1e-2 of these tensors.
+    compare_adapters(tmp + "/torch", tmp + "/herd/adapter", 5e-5, "1 step: Herd vs PyTorch AdamW")
     init = load_file(tmp + "/init/adapter_model.safetensors")
     final = load_file(tmp + "/herd/adapter/adapter_model.safetensors")
     if max((final[k] - init[k]).abs().max().item() for k in init) < lr / 2:

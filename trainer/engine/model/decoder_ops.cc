@@ -149,24 +149,22 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
 }
 
 // A folded group's forward input: [x' | s · x' Aᵀ] [N, in + n·r], x' = RMSNorm(x) written straight
-// into its head by the norm. *y is x' (a view of the head), *xa_cat a copy of the tail (kept for B's
-// gradients; the buffer itself is not kept).
+// into its head by the norm (*norm: y is that head). Nothing of it is kept: the backward makes x'
+// again for A's gradients anyway, and s · x' Aᵀ from it for B's (a copy of the narrow tail cost
+// more on an H100 than that small matmul: 21 µs a layer as a 2-D memcpy).
 at::Tensor FoldedInput(const AdapterGroup& g, const at::Tensor& x2d, const at::Tensor& norm_w, double eps,
-                       RmsNormResult* norm, at::Tensor* xa_cat) {
+                       RmsNormResult* norm) {
   const int64_t H = x2d.size(1);
   at::Tensor buf = at::empty({x2d.size(0), H + g.cols}, x2d.options());
   *norm = RmsNormForward(x2d, norm_w, eps, buf.narrow(1, 0, H));
   at::Tensor tail = buf.narrow(1, H, g.cols);
   at::addmm_out(tail, tail, norm->y, g.a_cat.t(), /*beta=*/0, /*alpha=*/g.scale);
-  *xa_cat = tail.clone();
   return buf;
 }
 
 // One member of a folded group: buf · W'ᵀ (the adapter included), or x' Wᵀ for a member without one.
-at::Tensor FoldedProject(const ProjCtx& p, const at::Tensor& buf, const at::Tensor& x2d, const at::Tensor& xa_cat,
-                         at::Tensor* xa) {
+at::Tensor FoldedProject(const ProjCtx& p, const at::Tensor& buf, const at::Tensor& x2d) {
   if (!p.adapted()) return at::mm(x2d, p.w.t());
-  *xa = xa_cat.narrow(1, p.group_col, p.a.size(0));
   return at::mm(buf, p.w_pad.t());
 }
 
@@ -296,11 +294,26 @@ class LayerNode : public torch::autograd::Node {
       ++i;
     }
   }
+  // A folded group's members' s · x' Aᵀ (into *xa, member order), made again from x' = input() when a
+  // B gradient needs it (FoldedInput keeps none).
+  void RemakeFoldedXa(const AdapterGroup& g, std::initializer_list<const ProjCtx*> projs,
+                      std::initializer_list<at::Tensor*> xas, const std::function<at::Tensor()>& input) {
+    if (!g.folded) return;
+    bool want_b = false;
+    for (const ProjCtx* p : projs) want_b = want_b || (p->folded && WantB(*p));
+    if (!want_b) return;
+    const at::Tensor xa_cat = ScaledMm(input(), g.a_cat.t(), g.scale);
+    auto xa = xas.begin();
+    for (const ProjCtx* p : projs) {
+      if (p->folded) **xa = xa_cat.narrow(1, p->group_col, p->a.size(0));
+      ++xa;
+    }
+  }
   // A folded group's backward when x needs its gradient: Σ dy_p · W'_p over the members is
   // [dx | dy_1 B_1 | dy_2 B_2 | ...] in one buffer (the zero blocks keep each B's product to its own
   // projection), so dy · B costs no pass over dy of its own. Then A's gradients and the adapters'
-  // share of dx from that tail, B's from the kept xa. `input` makes the members' input x' again
-  // (only called when an A gradient is wanted). Returns dx, a [N, in] view of the buffer.
+  // share of dx from that tail, B's from xa (RemakeFoldedXa). `input` makes the members' input x'
+  // again (only called when an A gradient is wanted). Returns dx, a [N, in] view of the buffer.
   at::Tensor FoldedBackward(variable_list& out, const AdapterGroup& g, std::initializer_list<const ProjCtx*> projs,
                             std::initializer_list<const at::Tensor*> dys, std::initializer_list<const at::Tensor*> xas,
                             const std::function<at::Tensor()>& input) {
@@ -385,16 +398,22 @@ class QkvNode : public LayerNode {
     const at::Tensor x2d = x.view({N, x.size(-1)});
     const bool want_x = WantX();
     variable_list out(num_outputs());
+    at::Tensor h;  // the projections' input, made again when a gradient needs it
+    const std::function<at::Tensor()> input = [&] {
+      if (!h.defined()) h = RmsNormForward(x2d, norm_w, eps).y;
+      return h;
+    };
+    RemakeFoldedXa(group, {&proj[0], &proj[1], &proj[2]}, {&xa[0], &xa[1], &xa[2]}, input);
     if (group.folded && want_x) {
       const at::Tensor d[3] = {dy[0].view({N, -1}), dy[1].view({N, -1}), dy[2].view({N, -1})};
       const at::Tensor dh = FoldedBackward(out, group, {&proj[0], &proj[1], &proj[2]}, {&d[0], &d[1], &d[2]},
-                                           {&xa[0], &xa[1], &xa[2]}, [&] { return RmsNormForward(x2d, norm_w, eps).y; });
+                                           {&xa[0], &xa[1], &xa[2]}, input);
       out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).view(x.sizes());
       return out;
     }
     bool need_h = false;
     for (const ProjCtx& p : proj) need_h = need_h || WantA(p);
-    at::Tensor h = need_h ? RmsNormForward(x2d, norm_w, eps).y : at::Tensor();
+    if (need_h) input();
     at::Tensor dh;
     std::vector<at::Tensor> u;
     at::Tensor db[3];
@@ -474,16 +493,21 @@ class MlpNode : public LayerNode {
     da_act.reset();
     const at::Tensor x2d = x.view({N, H});
     const bool want_x = WantX();
+    at::Tensor h;  // gate and up's input, made again when a gradient needs it
+    const std::function<at::Tensor()> input = [&] {
+      if (!h.defined()) h = RmsNormForward(x2d, norm_w, eps).y;
+      return h;
+    };
+    RemakeFoldedXa(group, {&gate, &up}, {&xa_gate, &xa_up}, input);
     if (group.folded && want_x) {
-      const at::Tensor dh = FoldedBackward(out, group, {&gate, &up}, {&dg, &du}, {&xa_gate, &xa_up},
-                                           [&] { return RmsNormForward(x2d, norm_w, eps).y; });
+      const at::Tensor dh = FoldedBackward(out, group, {&gate, &up}, {&dg, &du}, {&xa_gate, &xa_up}, input);
       dg.reset();
       du.reset();
       // The output is x + MLP(x): x's gradient is the norm's plus dy as it is.
       out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).add_(dy).view(x.sizes());
       return out;
     }
-    at::Tensor h = (WantA(gate) || WantA(up)) ? RmsNormForward(x2d, norm_w, eps).y : at::Tensor();
+    if (WantA(gate) || WantA(up)) input();
     at::Tensor dh;
     std::vector<at::Tensor> gu_u;
     at::Tensor gu_db[2];
@@ -576,11 +600,10 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       RmsNormResult n;
       at::Tensor yq, yk, yv;
       if (qkv_group.folded) {
-        at::Tensor xa_cat;
-        const at::Tensor buf = FoldedInput(qkv_group, x.view({N, H}), w.input_norm, s.rms_eps, &n, &xa_cat);
-        yq = FoldedProject(pq, buf, n.y, xa_cat, &xa[0]);
-        yk = FoldedProject(pk, buf, n.y, xa_cat, &xa[1]);
-        yv = FoldedProject(pv, buf, n.y, xa_cat, &xa[2]);
+        const at::Tensor buf = FoldedInput(qkv_group, x.view({N, H}), w.input_norm, s.rms_eps, &n);
+        yq = FoldedProject(pq, buf, n.y);
+        yk = FoldedProject(pk, buf, n.y);
+        yv = FoldedProject(pv, buf, n.y);
       } else {
         n = RmsNormForward(x.view({N, H}), w.input_norm, s.rms_eps);
         const at::Tensor xa_cat = GroupForward(qkv_group, n.y);
@@ -648,10 +671,9 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       at::NoGradGuard no_grad;
       RmsNormResult n;
       if (mlp_group.folded) {
-        at::Tensor xa_cat;
-        const at::Tensor buf = FoldedInput(mlp_group, mid.view({N, H}), w.post_norm, s.rms_eps, &n, &xa_cat);
-        g = FoldedProject(pg, buf, n.y, xa_cat, &xa_g);  // [N, I]
-        u = FoldedProject(pu, buf, n.y, xa_cat, &xa_u);
+        const at::Tensor buf = FoldedInput(mlp_group, mid.view({N, H}), w.post_norm, s.rms_eps, &n);
+        g = FoldedProject(pg, buf, n.y);  // [N, I]
+        u = FoldedProject(pu, buf, n.y);
       } else {
         n = RmsNormForward(mid.view({N, H}), w.post_norm, s.rms_eps);
         const at::Tensor xa_cat = GroupForward(mlp_group, n.y);
