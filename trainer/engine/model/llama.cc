@@ -134,6 +134,8 @@ void LlamaModel::Assign(const std::map<std::string, at::Tensor>& loaded) {
     for (const ProjInfo& p : kProjTable) {
       l.proj[static_cast<int>(p.proj)] = loaded.at(ProjWeightName(i, p.proj));
       l.adapter[static_cast<int>(p.proj)] = -1;
+      l.pad[static_cast<int>(p.proj)] = at::Tensor();  // (EnableLora lays out the folded groups)
+      l.pad_col[static_cast<int>(p.proj)] = 0;
     }
   }
   inv_freq_ = RopeInverseFrequencies(c).to(load_.device);
