@@ -50,6 +50,8 @@ struct ProjCtx {
   at::Tensor w_pad;        // DecoderWeights::w_pad, or undefined
   int64_t pad_col = 0;
   bool folded = false;     // the adapter rides in the padded frozen matmul (its B written into w_pad)
+  at::Tensor w_rows;       // DecoderWeights::w_rows, or undefined
+  bool rows_folded = false;  // A written under W in w_rows: the backward's dx matmul adds its share
   double scale = 1;
   at::Tensor keys;    // [B, 2] dropout row keys, or undefined
   double keep = 1;
@@ -67,6 +69,7 @@ ProjCtx MakeProj(const DecoderWeights& w, const DecoderShape& s, const DecoderIn
   if (c.adapted()) {
     c.w_pad = w.w_pad[c.k];
     c.pad_col = w.pad_col[c.k];
+    c.w_rows = w.w_rows[c.k];
   }
   if (c.adapted() && in.dropout_keys.defined()) {
     c.keys = in.dropout_keys.select(0, c.k);
@@ -115,7 +118,15 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
   }
   if (adapted.size() < 2 || dropout) {
     for (ProjCtx* p : adapted) {
-      p->a_c = p->a.detach().to(p->w.scalar_type());
+      const int64_t out = p->w.size(0), r = p->a.size(0);
+      if (!dropout && p->w_rows.defined() && p->w_rows.size(0) == out + r) {
+        // A into its rows under W (cast on the way); those rows are A in the weights' dtype.
+        p->a_c = p->w_rows.narrow(0, out, r);
+        p->a_c.copy_(p->a.detach());
+        p->rows_folded = true;
+      } else {
+        p->a_c = p->a.detach().to(p->w.scalar_type());
+      }
       p->b_c = p->b.detach().to(p->w.scalar_type());
     }
     return g;
@@ -486,7 +497,21 @@ class MlpNode : public LayerNode {
     at::Tensor a = WantA(down) ? (act.defined() ? act : SwiGluForward(g, u)) : at::Tensor();
     act.reset();
     at::Tensor da_act, da, db;
-    ProjectBackward(down, dy, a, xa_down, B, T, &da_act, WantA(down), WantB(down), &da, &db);
+    if (down.rows_folded) {
+      // [dy | s·dy·B] · [W ; A] = dy W + s·dy·B·A: the adapter's share of da_act [N, I] comes out of
+      // the frozen matmul, for a copy of dy [N, H] instead of a pass over da_act.
+      const int64_t r = down.a.size(0);
+      at::Tensor wide = at::empty({N, H + r}, dy.options());
+      wide.narrow(1, 0, H).copy_(dy);
+      at::Tensor su = wide.narrow(1, H, r);  // s · dy B
+      at::addmm_out(su, su, dy, down.b_c, /*beta=*/0, /*alpha=*/down.scale);
+      da_act = at::mm(wide, down.w_rows);
+      const at::ScalarType lt = down.a.scalar_type();
+      if (WantB(down)) db = MmTo(dy.t(), xa_down, lt);  // (xa carries s)
+      if (WantA(down)) da = MmTo(su.t(), a, lt);
+    } else {
+      ProjectBackward(down, dy, a, xa_down, B, T, &da_act, WantA(down), WantB(down), &da, &db);
+    }
     Put(out, down, da, db);
     a.reset();
     auto [dg, du] = SwiGluBackward(da_act, g, u);

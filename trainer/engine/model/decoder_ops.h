@@ -42,6 +42,10 @@ struct DecoderWeights {
   // together.
   at::Tensor w_pad[kNumProj];
   int64_t pad_col[kNumProj] = {};
+  // Optional, for an adapted down without dropout: the frozen weight stored as [W ; A] [out + r, in]
+  // (w[k] is its first `out` rows). The forward writes A into those rows; the backward's
+  // [dy | s·dy·B] · [W ; A] is dL/d(input) with the adapter's share in the same matmul.
+  at::Tensor w_rows[kNumProj];
 };
 
 struct DecoderShape {

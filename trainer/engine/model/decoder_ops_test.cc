@@ -191,9 +191,10 @@ TEST(LeanLayerTest, GroupsFoldIntoPaddedWeightsWithoutDropout) {
     std::vector<Proj> folded;
   };
   const std::vector<Proj> all = {Proj::kQ, Proj::kK, Proj::kV, Proj::kO, Proj::kGate, Proj::kUp, Proj::kDown};
-  for (const Case& c : {Case{all, 0.0, {Proj::kQ, Proj::kK, Proj::kV, Proj::kGate, Proj::kUp}},
-                        Case{all, 0.1, {}},  // each projection masks its own input: nothing shared
-                        Case{{Proj::kQ, Proj::kV, Proj::kDown}, 0.0, {Proj::kQ, Proj::kV}},
+  // q/k/v and gate/up fold as groups of two or more ([W | B blocks]); down alone ([W ; A]).
+  for (const Case& c : {Case{all, 0.0, {Proj::kQ, Proj::kK, Proj::kV, Proj::kGate, Proj::kUp, Proj::kDown}},
+                        Case{all, 0.1, {}},  // each projection masks its own input: nothing folds
+                        Case{{Proj::kQ, Proj::kV, Proj::kDown}, 0.0, {Proj::kQ, Proj::kV, Proj::kDown}},
                         Case{{Proj::kQ, Proj::kGate}, 0.0, {}}}) {  // one adapter a group: nothing to share
     auto gen = at::make_generator<at::CPUGeneratorImpl>(3);
     auto m = test_models::SmallLoraLlama(at::kFloat, at::kFloat, {.r = 4, .alpha = 8, .dropout = c.dropout, .targets = c.targets},

@@ -136,6 +136,7 @@ void LlamaModel::Assign(const std::map<std::string, at::Tensor>& loaded) {
       l.adapter[static_cast<int>(p.proj)] = -1;
       l.pad[static_cast<int>(p.proj)] = at::Tensor();  // (EnableLora lays out the folded groups)
       l.pad_col[static_cast<int>(p.proj)] = 0;
+      l.rows_pad[static_cast<int>(p.proj)] = at::Tensor();
     }
   }
   inv_freq_ = RopeInverseFrequencies(c).to(load_.device);
@@ -201,9 +202,10 @@ void LlamaModel::set_fold_adapters(bool on) {
 
 void LlamaModel::PadGroups(Layer& l) {
   for (int k = 0; k < kNumProj; ++k) {
-    if (l.pad[k].defined()) l.proj[k] = l.proj[k].contiguous();  // (EnableLora again: unpad first)
+    if (l.pad[k].defined() || l.rows_pad[k].defined()) l.proj[k] = l.proj[k].contiguous();  // (again: unpad)
     l.pad[k] = at::Tensor();
     l.pad_col[k] = 0;
+    l.rows_pad[k] = at::Tensor();
   }
   if (!fold_adapters_ || lora_.dropout > 0) return;  // (dropout: each projection masks its own input)
   // The groups of decoder_ops.cc's AdapterGroup, in its member order.
@@ -227,6 +229,16 @@ void LlamaModel::PadGroups(Layer& l) {
       l.pad_col[k] = in + col;
       col += lora_.r;
     }
+  }
+  // down: A's rows under W, so that dh = [dy | s·dy·B] · [W ; A] is one matmul (its input's
+  // gradient is the widest of the layer, [N, intermediate]: a pass of its own over it is the cost).
+  const int d = static_cast<int>(Proj::kDown);
+  if (l.adapter[d] >= 0) {
+    const at::Tensor w = l.proj[d];
+    at::Tensor rows = at::zeros({w.size(0) + lora_.r, w.size(1)}, w.options());
+    rows.narrow(0, 0, w.size(0)).copy_(w);
+    l.proj[d] = rows.narrow(0, 0, w.size(0));  // (the first rows: still dense)
+    l.rows_pad[d] = rows;
   }
 }
 
@@ -306,6 +318,7 @@ at::Tensor LlamaModel::DecoderLayer(int i, const at::Tensor& x, const LayerInput
     w.w[k] = l.proj[k];
     w.w_pad[k] = l.pad[k];
     w.pad_col[k] = l.pad_col[k];
+    w.w_rows[k] = l.rows_pad[k];
     if (l.adapter[k] < 0) continue;
     w.lora_a[k] = adapters_[l.adapter[k]].a;
     w.lora_b[k] = adapters_[l.adapter[k]].b;

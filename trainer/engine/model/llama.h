@@ -111,9 +111,11 @@ class LlamaModel {
   // Keep each layer's SwiGLU output for the backward instead of making it again there (default on;
   // DecoderInputs::keep_mlp_activation). Off saves B·T·intermediate bytes a layer.
   void set_keep_mlp_activations(bool on) { keep_mlp_activations_ = on; }
-  // Whether layer i's adapter on p rides in its padded frozen weight (DecoderWeights::w_pad): q/k/v
-  // and gate/up with two or more adapters of the group and no LoRA dropout.
-  bool AdapterFolds(int i, Proj p) const { return layers_.at(i).pad[static_cast<int>(p)].defined(); }
+  // Whether layer i's adapter on p rides in its padded frozen weight: q/k/v and gate/up with two or
+  // more adapters of the group (DecoderWeights::w_pad), and down (w_rows); without LoRA dropout.
+  bool AdapterFolds(int i, Proj p) const {
+    return layers_.at(i).pad[static_cast<int>(p)].defined() || layers_.at(i).rows_pad[static_cast<int>(p)].defined();
+  }
   // Folding on (default) or off, from now on (re-lays the weights out): off only to measure what
   // it is worth (`herd-bench --no-fold`).
   void set_fold_adapters(bool on);
@@ -127,6 +129,8 @@ class LlamaModel {
     // stored as [W | B blocks] so the adapters fold into the frozen matmuls (DecoderWeights::w_pad).
     at::Tensor pad[kNumProj];           // [out, in + n·r], or undefined
     int64_t pad_col[kNumProj] = {};     // where this projection's B block begins in pad[k]
+    // An adapted down without dropout: stored as [W ; A] [out + r, in] (DecoderWeights::w_rows).
+    at::Tensor rows_pad[kNumProj];
   };
   // Lays out pad/pad_col for layer l's adapted groups (EnableLora).
   void PadGroups(Layer& l);
