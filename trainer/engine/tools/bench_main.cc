@@ -278,7 +278,8 @@ int main(int argc, char** argv) {
   app.add_flag("--recompute-mlp", o.recompute_mlp,
                "Make each layer's SwiGLU output again in backward instead of keeping it (less memory)");
   app.add_flag("--no-fold", o.no_fold,
-               "Run the LoRA matmuls beside the frozen ones instead of folding q/k/v and gate/up's into them");
+               "Run the LoRA matmuls beside the frozen ones instead of folding q/k/v's, gate/up's and down's "
+               "into them");
   app.add_option("--profile", o.profile,
                  "After the timed steps, profile one more and append where its GPU time went to this file "
                  "(JSON lines: the step, then its 40 costliest kernels)");
