@@ -139,10 +139,15 @@ RmsNormResult RmsNormForward(const at::Tensor& x, const at::Tensor& w, double ep
   return r;
 }
 
-at::Tensor RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& rstd) {
+at::Tensor RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& rstd,
+                           const at::Tensor& add) {
   CheckRmsNormBackward(dy, x, w, rstd);
-  HERD_TRY_CUDA(x.is_cuda(), cuda_kernels::RmsNormBackward(dy, x, w, rstd));
-  return reference::RmsNormBackward(dy, x, w, rstd);
+  TORCH_CHECK(!add.defined() || (add.numel() == x.numel() && add.scalar_type() == x.scalar_type() &&
+                                 add.device() == x.device()),
+              "RmsNorm backward: add must be x's shape and dtype, got ", add.sizes(), " ", add.scalar_type());
+  HERD_TRY_CUDA(x.is_cuda(), cuda_kernels::RmsNormBackward(dy, x, w, rstd, add));
+  at::Tensor dx = reference::RmsNormBackward(dy, x, w, rstd);
+  return add.defined() ? dx.add_(add.view(dx.sizes())) : dx;
 }
 
 at::Tensor RopeForward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {

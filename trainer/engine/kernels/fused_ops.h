@@ -32,7 +32,9 @@ RmsNormResult RmsNormForward(const at::Tensor& x, const at::Tensor& w, double ep
 // dL/dx for a frozen w, from the forward's x and rstd: rstd · (g − x̂ · mean(g · x̂)) with
 // g = dy · w and x̂ = x · rstd, in float32; returned in x's dtype. dy may be a [rows, H] view with
 // rows spaced wider than H.
-at::Tensor RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& rstd);
+// `add` (optional, x's shape and dtype): returned added to dx (a residual's gradient), in the same pass.
+at::Tensor RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w, const at::Tensor& rstd,
+                           const at::Tensor& add = at::Tensor());
 
 // Rotary embedding of x: [B, T, Nh, D] (one projection's output viewed per head, contiguous) with
 // cos, sin: [B, T, D] (cat(freqs, freqs), in x's dtype): x · cos + rotate_half(x) · sin, where

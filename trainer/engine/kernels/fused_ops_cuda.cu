@@ -96,7 +96,8 @@ __global__ void __launch_bounds__(kMaxRowThreads)
 template <typename T, int kW, int kVec>
 __global__ void __launch_bounds__(kMaxRowThreads)
     RmsNormBackwardKernel(const T* __restrict__ dy, const T* __restrict__ x, const T* __restrict__ w,
-                          const float* __restrict__ rstd_in, T* __restrict__ dx, int h, int64_t dy_stride) {
+                          const float* __restrict__ rstd_in, T* __restrict__ dx, int h, int64_t dy_stride,
+                          const T* __restrict__ add) {
   __shared__ float partial[32];
   const int64_t row = blockIdx.x;
   const int nvec = h / kW;
@@ -104,7 +105,8 @@ __global__ void __launch_bounds__(kMaxRowThreads)
   kernels::RmsNormBackwardThread<T, kW, kVec> t;
   const float dot =
       BlockSum(t.Load(x + row * h, dy + row * dy_stride, w, rstd, threadIdx.x, blockDim.x, nvec), partial);
-  t.Store(dx + row * h, rstd, dot / static_cast<float>(h), threadIdx.x, blockDim.x, nvec);
+  t.Store(dx + row * h, rstd, dot / static_cast<float>(h), threadIdx.x, blockDim.x, nvec,
+          add == nullptr ? nullptr : add + row * h);
 }
 
 
@@ -270,10 +272,12 @@ std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x_in, const at::Te
 }
 
 std::optional<at::Tensor> RmsNormBackward(const at::Tensor& dy_in, const at::Tensor& x_in, const at::Tensor& w_in,
-                                          const at::Tensor& rstd_in) {
-  if (!SameType(x_in, {dy_in, w_in}) || rstd_in.scalar_type() != at::kFloat || rstd_in.device() != x_in.device()) {
+                                          const at::Tensor& rstd_in, const at::Tensor& add_in) {
+  if (!SameType(x_in, {dy_in, w_in}) || rstd_in.scalar_type() != at::kFloat || rstd_in.device() != x_in.device() ||
+      (add_in.defined() && !SameType(x_in, {add_in}))) {
     return std::nullopt;
   }
+  const at::Tensor add = add_in.defined() ? add_in.contiguous() : at::Tensor();
   const c10::cuda::CUDAGuard guard(x_in.device());
   at::Tensor x = x_in.contiguous(), w = w_in.contiguous(), rstd = rstd_in.contiguous();
   const int64_t h = x.size(-1), rows = h == 0 ? 0 : x.numel() / h;
@@ -288,15 +292,18 @@ std::optional<at::Tensor> RmsNormBackward(const at::Tensor& dy_in, const at::Ten
   const bool handled = DispatchType(x.scalar_type(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     at::Tensor dx = at::empty_like(x, at::MemoryFormat::Contiguous);
-    const kernels::RowPlan plan = PlanRows(x, kVecWidth<T>, {x.data_ptr(), dy.data_ptr(), w.data_ptr(), dx.data_ptr()},
-                                           dy_stride % kVecWidth<T> == 0);
+    const kernels::RowPlan plan =
+        PlanRows(x, kVecWidth<T>, {x.data_ptr(), dy.data_ptr(), w.data_ptr(), dx.data_ptr(),
+                                   add.defined() ? add.data_ptr() : dx.data_ptr()},
+                 dy_stride % kVecWidth<T> == 0);
     if (!plan.ok) return;
     if (rows > 0) {
       kernels::ForRowPlan<T>(plan, [&](auto kw, auto kvec) {
         RmsNormBackwardKernel<T, decltype(kw)::value, decltype(kvec)::value>
             <<<static_cast<unsigned>(rows), plan.threads, 0, at::cuda::getCurrentCUDAStream()>>>(
                 dy.const_data_ptr<T>(), x.const_data_ptr<T>(), w.const_data_ptr<T>(), rstd.const_data_ptr<float>(),
-                dx.mutable_data_ptr<T>(), static_cast<int>(h), dy_stride);
+                dx.mutable_data_ptr<T>(), static_cast<int>(h), dy_stride,
+                add.defined() ? add.const_data_ptr<T>() : nullptr);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
     }

@@ -19,7 +19,7 @@ namespace herd::engine::cuda_kernels {
 std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps,
                                             const at::Tensor& out = at::Tensor());
 std::optional<at::Tensor> RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
-                                          const at::Tensor& rstd);
+                                          const at::Tensor& rstd, const at::Tensor& add = at::Tensor());
 std::optional<at::Tensor> RopeForward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 std::optional<at::Tensor> RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin);
 std::optional<at::Tensor> SwiGluForward(const at::Tensor& g, const at::Tensor& u);

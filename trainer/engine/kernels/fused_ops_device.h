@@ -232,13 +232,20 @@ struct RmsNormBackwardThread {
     return dot;
   }
 
-  // dx = rstd · (g − x̂ · mean), mean = Σ g·x̂ / H.
-  HERD_HD void Store(T* __restrict__ dx, float rstd, float mean, int tid, int threads, int nvec) const {
+  // dx = rstd · (g − x̂ · mean), mean = Σ g·x̂ / H; plus the row `add` where given (a residual's
+  // gradient), in float32 before the one rounding.
+  HERD_HD void Store(T* __restrict__ dx, float rstd, float mean, int tid, int threads, int nvec,
+                     const T* __restrict__ add = nullptr) const {
     HERD_UNROLL for (int k = 0; k < kVec; ++k) {
       const int v = tid + k * threads;
       if (v >= nvec) continue;
       float out[kW];
       HERD_UNROLL for (int i = 0; i < kW; ++i) out[i] = rstd * (g[k][i] - xhat[k][i] * mean);
+      if (add != nullptr) {
+        float a[kW];
+        LoadF<T, kW>(add + static_cast<int64_t>(v) * kW, a);
+        HERD_UNROLL for (int i = 0; i < kW; ++i) out[i] += a[i];
+      }
       StoreF<T, kW>(dx + static_cast<int64_t>(v) * kW, out);
     }
   }

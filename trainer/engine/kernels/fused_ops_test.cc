@@ -157,7 +157,7 @@ RmsNormResult EmulateRmsNormForward(const at::Tensor& x, const at::Tensor& w, fl
 
 template <typename T>
 at::Tensor EmulateRmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
-                                  const at::Tensor& rstd, bool aligned) {
+                                  const at::Tensor& rstd, bool aligned, const at::Tensor& add = at::Tensor()) {
   const int64_t h = x.size(-1), rows = x.numel() / h;
   const kernels::RowPlan plan = kernels::PlanRow(h, kernels::kVecWidth<T>, aligned);
   at::Tensor dx = at::empty_like(x);
@@ -173,7 +173,8 @@ at::Tensor EmulateRmsNormBackward(const at::Tensor& dy, const at::Tensor& x, con
                                t, plan.threads, nvec);
       }
       for (int t = 0; t < plan.threads; ++t) {
-        threads[t].Store(dx.mutable_data_ptr<T>() + r * h, rs, dot / static_cast<float>(h), t, plan.threads, nvec);
+        threads[t].Store(dx.mutable_data_ptr<T>() + r * h, rs, dot / static_cast<float>(h), t, plan.threads, nvec,
+                         add.defined() ? add.const_data_ptr<T>() + r * h : nullptr);
       }
     }
   });
@@ -245,6 +246,12 @@ TYPED_TEST(DeviceBodies, RmsNormRowPlansMatchTheReference) {
       EXPECT_LT(RelErr(EmulateRmsNormBackward<T>(dy, x, w, got.rstd, aligned), reference::RmsNormBackward(dy, x, w, ref.rstd)),
                 Tol(dt))
           << "h " << h << " aligned " << aligned;
+      // With a residual's gradient added in the same pass (the MLP block's backward).
+      at::Tensor add = Rand({3, h}, dt);
+      EXPECT_LT(RelErr(EmulateRmsNormBackward<T>(dy, x, w, got.rstd, aligned, add),
+                       reference::RmsNormBackward(dy, x, w, ref.rstd).to(at::kFloat).add(add.to(at::kFloat))),
+                Tol(dt))
+          << "with add: h " << h << " aligned " << aligned;
     }
   }
 }

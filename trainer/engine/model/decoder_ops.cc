@@ -529,7 +529,7 @@ class MlpNode : public LayerNode {
       dg.reset();
       du.reset();
       // The output is x + MLP(x): x's gradient is the norm's plus dy as it is.
-      out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).add_(dy).view(x.sizes());
+      out[0] = RmsNormBackward(dh, x2d, norm_w, rstd, /*add=*/dy).view(x.sizes());
       return out;
     }
     if (WantA(gate) || WantA(up)) input();
@@ -545,7 +545,7 @@ class MlpNode : public LayerNode {
     du.reset();
     PutGroup(out, group, {&gate, &up}, gu_db, gu_u, h, want_x ? &dh : nullptr);
     // The output is x + MLP(x): x's gradient is the norm's plus dy as it is.
-    if (want_x) out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).add_(dy).view(x.sizes());
+    if (want_x) out[0] = RmsNormBackward(dh, x2d, norm_w, rstd, /*add=*/dy).view(x.sizes());
     return out;
   }
   void release_variables() override {

@@ -177,6 +177,18 @@ void CheckShape(Checker& c, const Shape& s, at::ScalarType dt, int64_t n, at::De
       },
       [&]() -> Outputs { return {reference::RmsNormBackward(dy, x, w, fwd.rstd)}; });
 
+  // The backward with a residual's gradient added in the same pass (the MLP block's).
+  at::Tensor res = at::randn({n, h}, opts);
+  c.Check(
+      "rmsnorm_bwd_add", s.name, dtype, tol, nd * h * es * 4 + nd * 4,
+      [&]() -> Outputs {
+#ifdef HERD_WITH_CUDA
+        if (cuda) return {Required(cuda_kernels::RmsNormBackward(dy, x, w, fwd.rstd, res), "rmsnorm_bwd_add")};
+#endif
+        return {RmsNormBackward(dy, x, w, fwd.rstd, res)};
+      },
+      [&]() -> Outputs { return {reference::RmsNormBackward(dy, x, w, fwd.rstd).add_(res)}; });
+
   // The same into and out of rows spaced wider than H, as the folded LoRA groups lay them out
   // ([x' | s·x'Aᵀ] for q/k/v at r 16: H + 48): must equal the dense kernel's bits.
   at::Tensor wide = at::empty({n, h + 48}, opts);
