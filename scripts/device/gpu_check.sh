@@ -19,7 +19,8 @@
 #     --recompute-mlp, --reference layers, --no-fused-kernels, --attention sdpa, --full-logits
 #     (informational);
 # Always ends with the table (targets as ratios to the baseline of the same call) and writes
-# $OUT/{results.jsonl,summary.md,gpu_check.log,build.log,kernel_check.jsonl,profile.jsonl}. Exit status 0 when all
+# $OUT/{results.jsonl,summary.md,gpu_check.log,build.log,kernel_check.jsonl,profile.jsonl,
+# trace_8b-b2.json.gz}. Exit status 0 when all
 # checks and all targets passed.
 # Environment: HERD_GPU_CHECK_SKIP_BASELINE=1 skips step 6; HERD_GPU_CHECK_DEVICE=cpu runs the
 # whole script on a CPU box with tiny shapes (to test the script: no targets can pass there);
@@ -214,10 +215,13 @@ fi
 for s in "${shapes[@]}"; do
   set -- $s
   row=$1 model=$2 batch=$3; shift 3
-  # --profile: one more step under the Kineto profiler, after the timed ones (where the time goes).
+  # --profile: one more step under the Kineto profiler, after the timed ones (where the time goes);
+  # for 8B b2 also its whole timeline (gzipped into $OUT: where the idle gaps are).
+  trace=(); [[ $row == 8b-b2 ]] && trace=(--trace "$work/trace_$row.json")
   step "bench_$row" 150 30 "$bin/herd-bench" --model "$model" --batch "$batch" --seq "$seq" --device "$device" "$@" \
-    "${extra[@]}" --profile "$out/profile.jsonl"
+    "${extra[@]}" --profile "$out/profile.jsonl" "${trace[@]}"
   rc=$?
+  [[ -f "$work/trace_$row.json" ]] && gzip -c "$work/trace_$row.json" >"$out/trace_$row.json.gz"
   if (( rc == 0 )) || grep -q '"system":"herd"' "$work/bench_$row.out"; then
     (( rc == 0 )) || echo "{\"check\":\"step\",\"name\":\"profile_$row\",\"rc\":$rc,\"seconds\":0}" >>"$results"
     report tag bench row="$row" <"$work/bench_$row.out" >>"$results"

@@ -73,13 +73,14 @@ struct BenchOptions {
   bool recompute_mlp = false;  // make SwiGLU(g, u) again in backward instead of keeping it
   bool no_fold = false;        // LoRA beside the frozen matmuls instead of folded into them
   std::string profile;       // where to write one more step's kernel profile (JSON lines); empty = none
+  std::string trace;         // where to write that step's whole timeline (Chrome trace JSON); empty = none
 };
 
 // Runs `run` (one training step) under the Kineto profiler and writes where its device time went:
 // a first line with the step's wall time and the kernels' summed time (their difference is time
 // the GPU sat idle, launch gaps mostly), then the kernels by total time, most first.
-absl::Status ProfileStep(const std::string& path, const nlohmann::json& shape, const at::Device& dev,
-                         const std::function<absl::Status()>& run) {
+absl::Status ProfileStep(const std::string& path, const std::string& trace, const nlohmann::json& shape,
+                         const at::Device& dev, const std::function<absl::Status()>& run) {
   namespace prof = torch::profiler::impl;
   std::set<prof::ActivityType> activities = {prof::ActivityType::CPU};
   if (dev.is_cuda()) activities.insert(prof::ActivityType::CUDA);
@@ -91,6 +92,7 @@ absl::Status ProfileStep(const std::string& path, const nlohmann::json& shape, c
   const double wall_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   std::unique_ptr<torch::autograd::profiler::ProfilerResult> result = torch::autograd::profiler::disableProfiler();
   HERD_RETURN_IF_ERROR(s);
+  if (!trace.empty()) result->save(trace);  // every host op and kernel on one timeline: where the gaps are
   struct Sum {
     double ms = 0;
     int64_t count = 0;
@@ -239,7 +241,8 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
                           {"loss", loss.item<double>()}};
     std::cout << out.dump() << std::endl;
     if (!o.profile.empty()) {
-      HERD_RETURN_IF_ERROR(ProfileStep(o.profile, {{"model", name}, {"batch", batch}, {"seq", seq}, {"grad_ckpt", grad_ckpt}},
+      HERD_RETURN_IF_ERROR(ProfileStep(o.profile, o.trace,
+                                       {{"model", name}, {"batch", batch}, {"seq", seq}, {"grad_ckpt", grad_ckpt}},
                                        dev, [&] { return step(steps, /*measure=*/false); }));
     }
   } catch (const std::exception& e) {
@@ -280,6 +283,9 @@ int main(int argc, char** argv) {
   app.add_flag("--no-fold", o.no_fold,
                "Run the LoRA matmuls beside the frozen ones instead of folding q/k/v's, gate/up's and down's "
                "into them");
+  app.add_option("--trace", o.trace,
+                 "With --profile: also write the profiled step's timeline there (Chrome trace JSON, for "
+                 "chrome://tracing or Perfetto)");
   app.add_option("--profile", o.profile,
                  "After the timed steps, profile one more and append where its GPU time went to this file "
                  "(JSON lines: the step, then its 40 costliest kernels)");
