@@ -70,6 +70,8 @@ ProjCtx MakeProj(const DecoderWeights& w, const DecoderShape& s, const DecoderIn
     c.w_pad = w.w_pad[c.k];
     c.pad_col = w.pad_col[c.k];
     c.w_rows = w.w_rows[c.k];
+    c.a_c = w.lora_a_c[c.k];  // (prepared for this forward, or undefined: MakeGroup casts)
+    c.b_c = w.lora_b_c[c.k];
   }
   if (c.adapted() && in.dropout_keys.defined()) {
     c.keys = in.dropout_keys.select(0, c.k);
@@ -107,7 +109,9 @@ struct AdapterGroup {
   bool active() const { return a_cat.defined(); }
 };
 
-AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
+// prepared_a_cat: the group's stacked A's already in the weights' dtype (DecoderWeights::lora_a_cat),
+// or undefined. Adapters whose a_c/b_c came prepared are not cast again.
+AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs, const at::Tensor& prepared_a_cat = at::Tensor()) {
   AdapterGroup g;
   std::vector<ProjCtx*> adapted;
   bool dropout = false;
@@ -119,15 +123,18 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
   if (adapted.size() < 2 || dropout) {
     for (ProjCtx* p : adapted) {
       const int64_t out = p->w.size(0), r = p->a.size(0);
+      const bool prepared = p->a_c.defined();
       if (!dropout && p->w_rows.defined() && p->w_rows.size(0) == out + r) {
-        // A into its rows under W (cast on the way); those rows are A in the weights' dtype.
-        p->a_c = p->w_rows.narrow(0, out, r);
-        p->a_c.copy_(p->a.detach());
+        // A in its rows under W (cast on the way); those rows are A in the weights' dtype.
+        if (!prepared) {
+          p->a_c = p->w_rows.narrow(0, out, r);
+          p->a_c.copy_(p->a.detach());
+        }
         p->rows_folded = true;
-      } else {
+      } else if (!prepared || dropout) {
         p->a_c = p->a.detach().to(p->w.scalar_type());
       }
-      p->b_c = p->b.detach().to(p->w.scalar_type());
+      if (!p->b_c.defined() || dropout) p->b_c = p->b.detach().to(p->w.scalar_type());
     }
     return g;
   }
@@ -137,7 +144,9 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
     g.cols += p->a.size(0);
     as.push_back(p->a.detach());
   }
-  g.a_cat = at::cat(as).to(adapted.front()->w.scalar_type());
+  g.a_cat = prepared_a_cat.defined() && prepared_a_cat.size(0) == g.cols
+                ? prepared_a_cat
+                : at::cat(as).to(adapted.front()->w.scalar_type());
   g.scale = adapted.front()->scale;
   // Folded where the weights were stored for it with this very layout.
   g.folded = true;
@@ -147,12 +156,15 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs) {
   }
   for (ProjCtx* p : adapted) {
     if (g.folded) {
-      // B into its block of the padded weight (cast on the way): the frozen matmul then adds the
-      // adapter, and that block is B in the weights' dtype for anything else that needs it.
-      p->b_c = p->w_pad.narrow(1, p->pad_col, p->b.size(1));
-      p->b_c.copy_(p->b.detach());
+      // B in its block of the padded weight (cast on the way; already there when prepared): the
+      // frozen matmul then adds the adapter, and that block is B in the weights' dtype.
+      const at::Tensor block = p->w_pad.narrow(1, p->pad_col, p->b.size(1));
+      const bool prepared = p->b_c.defined() && p->b_c.data_ptr() == block.data_ptr() &&
+                            p->b_c.strides() == block.strides();
+      if (!prepared) block.copy_(p->b.detach());
+      p->b_c = block;
       p->folded = true;
-    } else {
+    } else if (!p->b_c.defined()) {
       p->b_c = p->b.detach().to(p->w.scalar_type());
     }
   }
@@ -610,8 +622,8 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
   ProjCtx pq = MakeProj(w, s, in, Proj::kQ), pk = MakeProj(w, s, in, Proj::kK), pv = MakeProj(w, s, in, Proj::kV);
   ProjCtx po = MakeProj(w, s, in, Proj::kO);
   ProjCtx pg = MakeProj(w, s, in, Proj::kGate), pu = MakeProj(w, s, in, Proj::kUp), pd = MakeProj(w, s, in, Proj::kDown);
-  const AdapterGroup qkv_group = MakeGroup({&pq, &pk, &pv});
-  const AdapterGroup mlp_group = MakeGroup({&pg, &pu});
+  const AdapterGroup qkv_group = MakeGroup({&pq, &pk, &pv}, w.lora_a_cat[0]);
+  const AdapterGroup mlp_group = MakeGroup({&pg, &pu}, w.lora_a_cat[1]);
   MakeGroup({&po});  // (one adapter: inactive; casts its A)
   MakeGroup({&pd});
 

@@ -46,6 +46,10 @@ struct DecoderWeights {
   // (w[k] is its first `out` rows). The forward writes A into those rows; the backward's
   // [dy | s·dy·B] · [W ; A] is dL/d(input) with the adapter's share in the same matmul.
   at::Tensor w_rows[kNumProj];
+  // Optional (LlamaModel::PrepareLoraCopies, without dropout): A and B already in the weights' dtype
+  // for this forward, and q/k/v's and gate/up's stacked A's; undefined where each forward casts.
+  at::Tensor lora_a_c[kNumProj], lora_b_c[kNumProj];
+  at::Tensor lora_a_cat[2];
 };
 
 struct DecoderShape {

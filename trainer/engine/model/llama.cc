@@ -12,6 +12,7 @@
 #include "common/status.h"
 #include "common/strings.h"
 #include "nlohmann/json.hpp"
+#include "trainer/engine/kernels/cast_into.h"
 #include "trainer/engine/model/decoder_ops.h"
 
 namespace herd::engine {
@@ -137,7 +138,10 @@ void LlamaModel::Assign(const std::map<std::string, at::Tensor>& loaded) {
       l.pad[static_cast<int>(p.proj)] = at::Tensor();  // (EnableLora lays out the folded groups)
       l.pad_col[static_cast<int>(p.proj)] = 0;
       l.rows_pad[static_cast<int>(p.proj)] = at::Tensor();
+      l.a_c[static_cast<int>(p.proj)] = at::Tensor();
+      l.b_c[static_cast<int>(p.proj)] = at::Tensor();
     }
+    l.a_cat[0] = l.a_cat[1] = at::Tensor();
   }
   inv_freq_ = RopeInverseFrequencies(c).to(load_.device);
 }
@@ -206,8 +210,32 @@ void LlamaModel::PadGroups(Layer& l) {
     l.pad[k] = at::Tensor();
     l.pad_col[k] = 0;
     l.rows_pad[k] = at::Tensor();
+    l.a_c[k] = l.b_c[k] = at::Tensor();
   }
-  if (!fold_adapters_ || lora_.dropout > 0) return;  // (dropout: each projection masks its own input)
+  l.a_cat[0] = l.a_cat[1] = at::Tensor();
+  if (lora_.dropout > 0) return;  // (dropout: each projection masks its own input; casts per forward)
+  // Compute copies: a group's stacked A's (two or more adapters), then every adapter's A and B,
+  // blocks of the padded weights where those get laid out below.
+  const std::vector<Proj> groups[2] = {{Proj::kQ, Proj::kK, Proj::kV}, {Proj::kGate, Proj::kUp}};
+  for (int gi = 0; gi < 2; ++gi) {
+    std::vector<int> members;
+    for (Proj p : groups[gi]) {
+      if (l.adapter[static_cast<int>(p)] >= 0) members.push_back(static_cast<int>(p));
+    }
+    if (members.size() < 2) continue;
+    const at::Tensor& w = l.proj[members.front()];
+    l.a_cat[gi] = at::empty({static_cast<int64_t>(members.size()) * lora_.r, w.size(1)}, w.options());
+    for (size_t j = 0; j < members.size(); ++j) {
+      l.a_c[members[j]] = l.a_cat[gi].narrow(0, static_cast<int64_t>(j) * lora_.r, lora_.r);
+    }
+  }
+  for (int k = 0; k < kNumProj; ++k) {
+    if (l.adapter[k] < 0) continue;
+    const at::Tensor& w = l.proj[k];
+    if (!l.a_c[k].defined()) l.a_c[k] = at::empty({lora_.r, w.size(1)}, w.options());
+    l.b_c[k] = at::empty({w.size(0), lora_.r}, w.options());
+  }
+  if (!fold_adapters_) return;
   // The groups of decoder_ops.cc's AdapterGroup, in its member order.
   for (const std::vector<Proj>& group : {std::vector<Proj>{Proj::kQ, Proj::kK, Proj::kV},
                                          std::vector<Proj>{Proj::kGate, Proj::kUp}}) {
@@ -227,6 +255,7 @@ void LlamaModel::PadGroups(Layer& l) {
       l.proj[k] = pad.narrow(1, 0, in);
       l.pad[k] = pad;
       l.pad_col[k] = in + col;
+      l.b_c[k] = pad.narrow(1, in + col, lora_.r);  // B's compute copy is its block
       col += lora_.r;
     }
   }
@@ -239,6 +268,7 @@ void LlamaModel::PadGroups(Layer& l) {
     rows.narrow(0, 0, w.size(0)).copy_(w);
     l.proj[d] = rows.narrow(0, 0, w.size(0));  // (the first rows: still dense)
     l.rows_pad[d] = rows;
+    l.a_c[d] = rows.narrow(0, w.size(0), lora_.r);  // A's compute copy is those rows
   }
 }
 
@@ -314,11 +344,15 @@ at::Tensor LlamaModel::DecoderLayer(int i, const at::Tensor& x, const LayerInput
   DecoderWeights w;
   w.input_norm = l.input_norm;
   w.post_norm = l.post_norm;
+  w.lora_a_cat[0] = l.a_cat[0];
+  w.lora_a_cat[1] = l.a_cat[1];
   for (int k = 0; k < kNumProj; ++k) {
     w.w[k] = l.proj[k];
     w.w_pad[k] = l.pad[k];
     w.pad_col[k] = l.pad_col[k];
     w.w_rows[k] = l.rows_pad[k];
+    w.lora_a_c[k] = l.a_c[k];
+    w.lora_b_c[k] = l.b_c[k];
     if (l.adapter[k] < 0) continue;
     w.lora_a[k] = adapters_[l.adapter[k]].a;
     w.lora_b[k] = adapters_[l.adapter[k]].b;
@@ -370,8 +404,22 @@ at::Tensor LlamaModel::ReferenceDecoderLayer(int i, const at::Tensor& x, const L
   return out + Project(l, i, Proj::kDown, gated, in, &gated_lora);
 }
 
+void LlamaModel::PrepareLoraCopies() const {
+  std::vector<CastPair> pairs;
+  for (const Layer& l : layers_) {
+    for (int k = 0; k < kNumProj; ++k) {
+      if (l.adapter[k] < 0 || !l.a_c[k].defined()) continue;
+      const Adapter& ad = adapters_[l.adapter[k]];
+      pairs.push_back({ad.a.detach(), l.a_c[k]});
+      pairs.push_back({ad.b.detach(), l.b_c[k]});
+    }
+  }
+  CastInto(pairs);
+}
+
 at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout, bool checkpoint_layers) const {
   const int64_t T = batch.input_ids.size(1);
+  if (!reference_layers_ && !adapters_.empty()) PrepareLoraCopies();
   at::Tensor x = at::embedding(embed_, batch.input_ids);  // [B, T, H]
 
   auto in = std::make_shared<LayerInputs>();

@@ -131,7 +131,14 @@ class LlamaModel {
     int64_t pad_col[kNumProj] = {};     // where this projection's B block begins in pad[k]
     // An adapted down without dropout: stored as [W ; A] [out + r, in] (DecoderWeights::w_rows).
     at::Tensor rows_pad[kNumProj];
+    // Without LoRA dropout: each adapter's A and B in the weights' dtype, rewritten at the start of
+    // every forward (PrepareLoraCopies), all in one launch on a GPU. Blocks of the padded weights
+    // and of a group's stacked A's where those exist, buffers of their own elsewhere.
+    at::Tensor a_c[kNumProj], b_c[kNumProj];
+    at::Tensor a_cat[2];  // q/k/v's and gate/up's stacked A's [n·r, in], where two or more
   };
+  // Writes every adapter's A and B into its compute copies (Layer::a_c, b_c).
+  void PrepareLoraCopies() const;
   // Lays out pad/pad_col for layer l's adapted groups (EnableLora).
   void PadGroups(Layer& l);
   // What every decoder layer of one forward reads besides its input. Shared by the layers and

@@ -24,6 +24,7 @@
 #include "CLI/CLI.hpp"
 #include "nlohmann/json.hpp"
 #include "trainer/engine/kernels/cross_entropy_check.h"
+#include "trainer/engine/kernels/cast_into.h"
 #include "trainer/engine/kernels/fused_ops.h"
 #include "trainer/engine/kernels/fused_ops_reference.h"
 #include "trainer/engine/kernels/kernel_timer.h"
@@ -280,6 +281,39 @@ void CheckShape(Checker& c, const Shape& s, at::ScalarType dt, int64_t n, at::De
       });
 }
 
+// LoRA's compute copies of one layer in one launch (CastInto): r-16 A's and B's of the shape, some
+// into blocks of wider matrices as the padded weights hold them; bit for bit what copy_ makes.
+void CheckCastInto(Checker& c, const Shape& s, at::Device dev) {
+  const int64_t r = 16, h = s.hidden, inter = s.intermediate;
+  const auto f32 = at::TensorOptions().dtype(at::kFloat).device(dev);
+  const auto bf16 = f32.dtype(at::kBFloat16);
+  at::manual_seed(3);
+  std::vector<at::Tensor> srcs = {at::randn({r, h}, f32), at::randn({h, r}, f32), at::randn({inter, r}, f32),
+                                  at::randn({r, inter}, f32)};
+  at::Tensor wide = at::zeros({inter, h + 3 * r}, bf16), rows = at::zeros({h + r, inter}, bf16);
+  std::vector<at::Tensor> dsts = {at::empty({r, h}, bf16), at::empty({h, r}, bf16), wide.narrow(1, h + r, r),
+                                  rows.narrow(0, h, r)};
+  std::vector<CastPair> pairs;
+  for (size_t i = 0; i < srcs.size(); ++i) pairs.push_back({srcs[i], dsts[i]});
+  double bytes = 0;
+  for (const at::Tensor& t : srcs) bytes += static_cast<double>(t.numel()) * 6;
+  c.Check(
+      "cast_into", s.name, "fp32->bf16", 0, bytes,
+      [&]() -> Outputs {
+#ifdef HERD_WITH_CUDA
+        if (dev.is_cuda()) TORCH_CHECK(cuda_kernels::CastInto(pairs), "cast_into: the CUDA kernel declined");
+#endif
+        if (!dev.is_cuda()) CastInto(pairs);
+        return {dsts[0].clone(), dsts[1].clone(), dsts[2].clone(), dsts[3].clone()};
+      },
+      [&]() -> Outputs {
+        Outputs want;
+        for (size_t i = 0; i < srcs.size(); ++i) want.push_back(srcs[i].to(at::kBFloat16));
+        return want;
+      },
+      /*exact=*/true);
+}
+
 // The dropout mask of the LoRA input of q/k/v/gate/up ([B, T, H]) and of down ([B, T, I]).
 void CheckDropout(Checker& c, const Shape& s, int64_t n, at::Device dev) {
   const int64_t b = 2, t = n / 2;
@@ -332,6 +366,7 @@ int Main(int argc, char** argv) {
   for (const Shape& s : shapes) {
     for (at::ScalarType dt : {at::kBFloat16, at::kFloat}) CheckShape(checker, s, dt, opt.tokens, dev);
     CheckDropout(checker, s, opt.tokens, dev);
+    CheckCastInto(checker, s, dev);
   }
   // The output head's fused cross-entropy (kernels/cross_entropy.h), on its own shape.
   checker.Record(CheckCrossEntropyKernel(dev.str()));
