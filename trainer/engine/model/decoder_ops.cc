@@ -624,7 +624,8 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
   ProjCtx pg = MakeProj(w, s, in, Proj::kGate), pu = MakeProj(w, s, in, Proj::kUp), pd = MakeProj(w, s, in, Proj::kDown);
   const AdapterGroup qkv_group = MakeGroup({&pq, &pk, &pv}, w.lora_a_cat[0]);
   const AdapterGroup mlp_group = MakeGroup({&pg, &pu}, w.lora_a_cat[1]);
-  MakeGroup({&po});  // (one adapter: inactive; casts its A)
+  // o and down alone: groups of one, inactive; they settle their A and B copies (and down's fold).
+  MakeGroup({&po});
   MakeGroup({&pd});
 
   // q, k, v.
