@@ -93,6 +93,10 @@ why() {
   esac
 }
 finish() {
+  if [[ -f "$out/trace_8b-b2.json.gz" ]]; then
+    { echo; echo "8B b2, where the GPU sat idle (scripts/device/trace_gaps.py):"
+      py "$here/trace_gaps.py" "$out/trace_8b-b2.json.gz" --top 8 2>&1; } | tee -a "$log"
+  fi
   report report "$results" "$out/summary.md" "$out/profile.jsonl" | tee -a "$log"
   exit "${PIPESTATUS[0]}"
 }
