@@ -156,10 +156,13 @@ at::Tensor RopeForward(const at::Tensor& x, const at::Tensor& cos, const at::Ten
   return reference::RopeForward(x, cos, sin);
 }
 
-at::Tensor RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin) {
+at::Tensor RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& out) {
   CheckRope(dy, cos, sin);
-  HERD_TRY_CUDA(dy.is_cuda(), cuda_kernels::RopeBackward(dy, cos, sin));
-  return reference::RopeBackward(dy, cos, sin);
+  TORCH_CHECK(!out.defined() || (out.sizes() == dy.sizes() && out.scalar_type() == dy.scalar_type()),
+              "Rope backward: out must be dy's shape and dtype, got ", out.sizes(), " ", out.scalar_type());
+  HERD_TRY_CUDA(dy.is_cuda(), cuda_kernels::RopeBackward(dy, cos, sin, out));
+  at::Tensor dx = reference::RopeBackward(dy, cos, sin);
+  return out.defined() ? out.copy_(dx) : dx;
 }
 
 at::Tensor SwiGluForward(const at::Tensor& g, const at::Tensor& u) {

@@ -42,7 +42,10 @@ at::Tensor RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::
 at::Tensor RopeForward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
 // The transpose of that rotation applied to dy: dL/dx = dy · cos + rotate_halfᵀ(dy · sin), with
 // rotate_halfᵀ(s) = cat(s[D/2:], −s[:D/2]). Same shapes.
-at::Tensor RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin);
+// `out` (optional): where dL/dx goes, a [B, T, Nh, D] view whose (b, t) rows are evenly spaced (a
+// slice of a wider gradient buffer); returned.
+at::Tensor RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin,
+                        const at::Tensor& out = at::Tensor());
 
 // transformers' LlamaMLP activation: silu(g) rounded to g's dtype, times u. g, u: [..., I].
 at::Tensor SwiGluForward(const at::Tensor& g, const at::Tensor& u);

@@ -127,7 +127,7 @@ kernels::RowPlan PlanRows(const at::Tensor& x, int vec_width, std::initializer_l
 template <typename T, int kW, bool kBackward>
 __global__ void RopeKernel(const T* __restrict__ in, const T* __restrict__ cos, const T* __restrict__ sin,
                            T* __restrict__ out, int64_t rows, int64_t tokens, int64_t cos_sb, int64_t cos_st,
-                           int64_t sin_sb, int64_t sin_st, int heads, int d) {
+                           int64_t sin_sb, int64_t sin_st, int heads, int d, int64_t out_rs) {
   const int half = d / 2;
   const int j = threadIdx.x;  // blockDim.x == half / kW
   for (int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.z + threadIdx.z; r < rows;
@@ -135,21 +135,33 @@ __global__ void RopeKernel(const T* __restrict__ in, const T* __restrict__ cos, 
     const int64_t b = r / tokens, t = r - b * tokens;
     kernels::RopeThread<T, kW, kBackward> th;
     th.LoadAngles(cos + b * cos_sb + t * cos_st, sin + b * sin_sb + t * sin_st, j, half);
-    const int64_t base = r * heads * d;
-    for (int h = threadIdx.y; h < heads; h += blockDim.y) th.Apply(in + base + h * d, out + base + h * d, j, half);
+    const int64_t base = r * heads * d, out_base = r * out_rs;
+    for (int h = threadIdx.y; h < heads; h += blockDim.y) th.Apply(in + base + h * d, out + out_base + h * d, j, half);
   }
 }
 
 template <bool kBackward>
-std::optional<at::Tensor> Rope(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in) {
+std::optional<at::Tensor> Rope(const at::Tensor& x_in, const at::Tensor& cos_in, const at::Tensor& sin_in,
+                               const at::Tensor& out_in) {
   if (!SameType(x_in, {cos_in, sin_in})) return std::nullopt;
+  if (out_in.defined() && !SameType(x_in, {out_in})) return std::nullopt;
   const int64_t bsz = x_in.size(0), tokens = x_in.size(1), heads = x_in.size(2), d = x_in.size(3);
   if (d > 2048 || heads > std::numeric_limits<int32_t>::max() / 2048) return std::nullopt;
   const c10::cuda::CUDAGuard guard(x_in.device());
   at::Tensor x = x_in.contiguous();
   at::Tensor cos = cos_in.stride(2) == 1 ? cos_in : cos_in.contiguous();
   at::Tensor sin = sin_in.stride(2) == 1 ? sin_in : sin_in.contiguous();
-  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  // out: [B, T, heads, D] with each (b, t) row's heads·D dense and rows evenly spaced (a slice of a
+  // wider [B·T, ·] buffer), or a new tensor.
+  int64_t out_rs = heads * d;
+  if (out_in.defined()) {
+    if (out_in.sizes() != x.sizes() || out_in.stride(3) != 1 || out_in.stride(2) != d ||
+        (tokens > 1 && out_in.stride(0) != tokens * out_in.stride(1))) {
+      return std::nullopt;
+    }
+    out_rs = out_in.stride(1);
+  }
+  at::Tensor out = out_in.defined() ? out_in : at::empty_like(x, at::MemoryFormat::Contiguous);
   if (x.numel() == 0) return out;
   const int64_t rows = bsz * tokens;
   return DispatchType(x.scalar_type(), [&](auto tag) {
@@ -157,7 +169,8 @@ std::optional<at::Tensor> Rope(const at::Tensor& x_in, const at::Tensor& cos_in,
            constexpr int kV = kVecWidth<T>;
            const int64_t half = d / 2;
            const bool vec = half % kV == 0 && Aligned16(x.data_ptr()) && Aligned16(out.data_ptr()) &&
-                            Aligned16(cos.data_ptr()) && Aligned16(sin.data_ptr()) && cos.stride(0) % kV == 0 &&
+                            Aligned16(cos.data_ptr()) && Aligned16(sin.data_ptr()) && out_rs % kV == 0 &&
+                           cos.stride(0) % kV == 0 &&
                             cos.stride(1) % kV == 0 && sin.stride(0) % kV == 0 && sin.stride(1) % kV == 0;
            auto launch = [&](auto w) {
              constexpr int kW = decltype(w)::value;
@@ -167,7 +180,7 @@ std::optional<at::Tensor> Rope(const at::Tensor& x_in, const at::Tensor& cos_in,
              RopeKernel<T, kW, kBackward><<<static_cast<unsigned>(grid), block, 0, at::cuda::getCurrentCUDAStream()>>>(
                  x.const_data_ptr<T>(), cos.const_data_ptr<T>(), sin.const_data_ptr<T>(), out.mutable_data_ptr<T>(), rows,
                  tokens, cos.stride(0), cos.stride(1), sin.stride(0), sin.stride(1), static_cast<int>(heads),
-                 static_cast<int>(d));
+                 static_cast<int>(d), out_rs);
              C10_CUDA_KERNEL_LAUNCH_CHECK();
            };
            if (vec) {
@@ -313,11 +326,12 @@ std::optional<at::Tensor> RmsNormBackward(const at::Tensor& dy_in, const at::Ten
 }
 
 std::optional<at::Tensor> RopeForward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) {
-  return Rope</*kBackward=*/false>(x, cos, sin);
+  return Rope</*kBackward=*/false>(x, cos, sin, at::Tensor());
 }
 
-std::optional<at::Tensor> RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin) {
-  return Rope</*kBackward=*/true>(dy, cos, sin);
+std::optional<at::Tensor> RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin,
+                                       const at::Tensor& out) {
+  return Rope</*kBackward=*/true>(dy, cos, sin, out);
 }
 
 std::optional<at::Tensor> SwiGluForward(const at::Tensor& g_in, const at::Tensor& u_in) {

@@ -21,7 +21,8 @@ std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x, const at::Tenso
 std::optional<at::Tensor> RmsNormBackward(const at::Tensor& dy, const at::Tensor& x, const at::Tensor& w,
                                           const at::Tensor& rstd, const at::Tensor& add = at::Tensor());
 std::optional<at::Tensor> RopeForward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin);
-std::optional<at::Tensor> RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin);
+std::optional<at::Tensor> RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin,
+                                       const at::Tensor& out = at::Tensor());
 std::optional<at::Tensor> SwiGluForward(const at::Tensor& g, const at::Tensor& u);
 std::optional<std::pair<at::Tensor, at::Tensor>> SwiGluBackward(const at::Tensor& da, const at::Tensor& g,
                                                                const at::Tensor& u);

@@ -337,19 +337,24 @@ class LayerNode : public torch::autograd::Node {
   // projection), so dy · B costs no pass over dy of its own. Then A's gradients and the adapters'
   // share of dx from that tail, B's from xa (RemakeFoldedXa). `input` makes the members' input x'
   // again (only called when an A gradient is wanted). Returns dx, a [N, in] view of the buffer.
+  // With `dy_stack` (the folded members' dy side by side, [N, Σ out]) and `w_stack` (their padded
+  // weights one below the other), Σ dy_p · W'_p is that one matmul, with no pass of its own per
+  // member over the [N, in + n·r] result.
   at::Tensor FoldedBackward(variable_list& out, const AdapterGroup& g, std::initializer_list<const ProjCtx*> projs,
                             std::initializer_list<const at::Tensor*> dys, std::initializer_list<const at::Tensor*> xas,
-                            const std::function<at::Tensor()>& input) {
+                            const std::function<at::Tensor()>& input, const at::Tensor& dy_stack = at::Tensor(),
+                            const at::Tensor& w_stack = at::Tensor()) {
     at::Tensor dx_cat;
     int64_t in = 0;
     auto dy = dys.begin();
     for (const ProjCtx* p : projs) {  // the adapted members first: they span the whole buffer
       if (p->folded) {
         in = p->w.size(1);
-        dx_cat = dx_cat.defined() ? dx_cat.addmm_(**dy, p->w_pad) : at::mm(**dy, p->w_pad);
+        if (!dy_stack.defined()) dx_cat = dx_cat.defined() ? dx_cat.addmm_(**dy, p->w_pad) : at::mm(**dy, p->w_pad);
       }
       ++dy;
     }
+    if (dy_stack.defined()) dx_cat = at::mm(dy_stack, w_stack);
     TORCH_CHECK(dx_cat.defined(), "FoldedBackward: a folded group without members");
     at::Tensor dx = dx_cat.narrow(1, 0, in);
     dy = dys.begin();
@@ -408,18 +413,56 @@ class QkvNode : public LayerNode {
   std::string name() const override { return "herd::QkvNode"; }
   ProjCtx proj[3];
   AdapterGroup group;
+  at::Tensor w_stack;  // DecoderWeights::w_stack[0], when the group folds
   at::Tensor x, norm_w, rstd, xa[3], cos, sin;
   double eps = 0;
   int64_t B = 0, T = 0, Nq = 0, Nkv = 0, D = 0;
 
+  // Whether w_stack holds exactly the folded members' padded weights, in order.
+  bool StackFits() const {
+    if (!w_stack.defined()) return false;
+    int64_t row = 0;
+    for (const ProjCtx& p : proj) {
+      if (!p.folded) continue;
+      if (p.w_pad.data_ptr() != w_stack.narrow(0, row, p.w_pad.size(0)).data_ptr()) return false;
+      row += p.w_pad.size(0);
+    }
+    return row == w_stack.size(0) && row > 0;
+  }
+
   variable_list apply(variable_list&& grads) override {
     TORCH_CHECK(x.defined(), "QkvNode: backward ran twice (retain_graph is not supported)");
     const int64_t N = B * T;
-    at::Tensor dy[3] = {RopeBackward(OrZeros(grads[0], {B, T, Nq, D}, x.options()), cos, sin),
-                        RopeBackward(OrZeros(grads[1], {B, T, Nkv, D}, x.options()), cos, sin),
-                        OrZeros(grads[2], {B, T, Nkv, D}, x.options())};
-    const at::Tensor x2d = x.view({N, x.size(-1)});
     const bool want_x = WantX();
+    const int64_t heads[3] = {Nq, Nkv, Nkv};
+    // dy of q, k, v ([N, out] each): RoPE's backward for q and k. When the group folds into one
+    // stacked matmul, the folded members' dy are written side by side into dy_stack (RoPE's
+    // backward straight into its columns; v's, small, copied).
+    at::Tensor dy[3], dy_stack;
+    const bool stacked = group.folded && want_x && StackFits();
+    if (stacked) {
+      int64_t cols = 0;
+      for (const ProjCtx& p : proj) cols += p.folded ? p.w.size(0) : 0;
+      dy_stack = at::empty({N, cols}, x.options());
+    }
+    int64_t col = 0;
+    for (int i = 0; i < 3; ++i) {
+      const at::Tensor g = OrZeros(grads[i], {B, T, heads[i], D}, x.options());
+      at::Tensor slot;
+      if (stacked && proj[i].folded) {
+        slot = dy_stack.narrow(1, col, proj[i].w.size(0));
+        col += proj[i].w.size(0);
+      }
+      if (i == 2) {
+        dy[i] = slot.defined() ? slot.copy_(g.view({N, -1})) : g.view({N, -1});
+      } else if (slot.defined()) {
+        RopeBackward(g, cos, sin, slot.view({B, T, heads[i], D}));
+        dy[i] = slot;
+      } else {
+        dy[i] = RopeBackward(g, cos, sin).view({N, -1});
+      }
+    }
+    const at::Tensor x2d = x.view({N, x.size(-1)});
     variable_list out(num_outputs());
     at::Tensor h;  // the projections' input, made again when a gradient needs it
     const std::function<at::Tensor()> input = [&] {
@@ -428,9 +471,9 @@ class QkvNode : public LayerNode {
     };
     RemakeFoldedXa(group, {&proj[0], &proj[1], &proj[2]}, {&xa[0], &xa[1], &xa[2]}, input);
     if (group.folded && want_x) {
-      const at::Tensor d[3] = {dy[0].view({N, -1}), dy[1].view({N, -1}), dy[2].view({N, -1})};
+      const at::Tensor* d = dy;
       const at::Tensor dh = FoldedBackward(out, group, {&proj[0], &proj[1], &proj[2]}, {&d[0], &d[1], &d[2]},
-                                           {&xa[0], &xa[1], &xa[2]}, input);
+                                           {&xa[0], &xa[1], &xa[2]}, input, dy_stack, stacked ? w_stack : at::Tensor());
       out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).view(x.sizes());
       return out;
     }
@@ -455,6 +498,7 @@ class QkvNode : public LayerNode {
     rstd.reset();
     for (at::Tensor& t : xa) t.reset();
     group.a_cat.reset();
+    w_stack.reset();
   }
 };
 
@@ -661,6 +705,7 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       node->proj[1] = pk;
       node->proj[2] = pv;
       node->group = qkv_group;
+      if (qkv_group.folded) node->w_stack = w.w_stack[0];
       if (node->Connect(x, {&node->proj[0], &node->proj[1], &node->proj[2]})) {
         node->x = x.detach();
         node->norm_w = w.input_norm;

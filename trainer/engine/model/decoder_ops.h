@@ -50,6 +50,9 @@ struct DecoderWeights {
   // for this forward, and q/k/v's and gate/up's stacked A's; undefined where each forward casts.
   at::Tensor lora_a_c[kNumProj], lora_b_c[kNumProj];
   at::Tensor lora_a_cat[2];
+  // Optional, with w_pad: a group's padded weights one below the other ([Σ out, in + n·r]; each
+  // member's w_pad is its row block), for q/k/v [0] and gate/up [1].
+  at::Tensor w_stack[2];
 };
 
 struct DecoderShape {

@@ -142,6 +142,7 @@ void LlamaModel::Assign(const std::map<std::string, at::Tensor>& loaded) {
       l.b_c[static_cast<int>(p.proj)] = at::Tensor();
     }
     l.a_cat[0] = l.a_cat[1] = at::Tensor();
+    l.stack[0] = l.stack[1] = at::Tensor();
   }
   inv_freq_ = RopeInverseFrequencies(c).to(load_.device);
 }
@@ -213,6 +214,7 @@ void LlamaModel::PadGroups(Layer& l) {
     l.a_c[k] = l.b_c[k] = at::Tensor();
   }
   l.a_cat[0] = l.a_cat[1] = at::Tensor();
+  l.stack[0] = l.stack[1] = at::Tensor();
   if (lora_.dropout > 0) return;  // (dropout: each projection masks its own input; casts per forward)
   // Compute copies: a group's stacked A's (two or more adapters), then every adapter's A and B,
   // blocks of the padded weights where those get laid out below.
@@ -236,21 +238,27 @@ void LlamaModel::PadGroups(Layer& l) {
     l.b_c[k] = at::empty({w.size(0), lora_.r}, w.options());
   }
   if (!fold_adapters_) return;
-  // The groups of decoder_ops.cc's AdapterGroup, in its member order.
-  for (const std::vector<Proj>& group : {std::vector<Proj>{Proj::kQ, Proj::kK, Proj::kV},
-                                         std::vector<Proj>{Proj::kGate, Proj::kUp}}) {
+  // The groups of decoder_ops.cc's AdapterGroup, in its member order. The members' padded weights
+  // are row blocks of one [Σ out, in + n·r] matrix (DecoderWeights::w_stack), so that the backward's
+  // Σ dy_p · W'_p can be one matmul over the members' gradients side by side.
+  for (int gi = 0; gi < 2; ++gi) {
     std::vector<int> members;
-    for (Proj p : group) {
+    for (Proj p : groups[gi]) {
       if (l.adapter[static_cast<int>(p)] >= 0) members.push_back(static_cast<int>(p));
     }
     if (members.size() < 2) continue;
     const int64_t cols = static_cast<int64_t>(members.size()) * lora_.r;
-    int64_t col = 0;
+    int64_t rows = 0;
+    for (int k : members) rows += l.proj[k].size(0);
+    const at::Tensor& first = l.proj[members.front()];
+    // Zeros beside W: the other members' B blocks stay zero; this one's is written each forward.
+    l.stack[gi] = at::zeros({rows, first.size(1) + cols}, first.options());
+    int64_t col = 0, row = 0;
     for (int k : members) {
       const at::Tensor w = l.proj[k];
       const int64_t in = w.size(1);
-      // Zeros beside W: the other members' B blocks stay zero; this one's is written each forward.
-      at::Tensor pad = at::zeros({w.size(0), in + cols}, w.options());
+      at::Tensor pad = l.stack[gi].narrow(0, row, w.size(0));
+      row += w.size(0);
       pad.narrow(1, 0, in).copy_(w);
       l.proj[k] = pad.narrow(1, 0, in);
       l.pad[k] = pad;
@@ -346,6 +354,8 @@ at::Tensor LlamaModel::DecoderLayer(int i, const at::Tensor& x, const LayerInput
   w.post_norm = l.post_norm;
   w.lora_a_cat[0] = l.a_cat[0];
   w.lora_a_cat[1] = l.a_cat[1];
+  w.w_stack[0] = l.stack[0];
+  w.w_stack[1] = l.stack[1];
   for (int k = 0; k < kNumProj; ++k) {
     w.w[k] = l.proj[k];
     w.w_pad[k] = l.pad[k];

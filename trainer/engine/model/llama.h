@@ -136,6 +136,7 @@ class LlamaModel {
     // and of a group's stacked A's where those exist, buffers of their own elsewhere.
     at::Tensor a_c[kNumProj], b_c[kNumProj];
     at::Tensor a_cat[2];  // q/k/v's and gate/up's stacked A's [n·r, in], where two or more
+    at::Tensor stack[2];  // q/k/v's and gate/up's padded weights, one below the other, where folded
   };
   // Writes every adapter's A and B into its compute copies (Layer::a_c, b_c).
   void PrepareLoraCopies() const;

@@ -251,6 +251,22 @@ void CheckShape(Checker& c, const Shape& s, at::ScalarType dt, int64_t n, at::De
         },
         [&]() -> Outputs { return {reference::RopeBackward(q, cos, sin)}; });
   }
+  // The backward into q's columns of the side-by-side q/k/v gradient ([N, (Nq + 2·Nkv)·D]), as the
+  // folded group's backward writes it: the same bits as into its own tensor.
+  {
+    at::Tensor q = at::randn({b, t, s.heads, d}, opts);
+    at::Tensor stack = at::zeros({b * t, (s.heads + 2 * s.kv_heads) * d}, opts);
+    at::Tensor slot = stack.narrow(1, 0, s.heads * d).view({b, t, s.heads, d});
+    c.Check(
+        "rope_bwd_strided_out", s.name, dtype, 0, static_cast<double>(b * t) * (s.heads * d * es * 2 + d * es * 2),
+        [&]() -> Outputs {
+#ifdef HERD_WITH_CUDA
+          if (cuda) return {Required(cuda_kernels::RopeBackward(q, cos, sin, slot), "rope_bwd_strided_out")};
+#endif
+          return {RopeBackward(q, cos, sin, slot)};
+        },
+        [&]() -> Outputs { return {RopeBackward(q, cos, sin)}; }, /*exact=*/true);
+  }
 
   // SwiGLU: g, u, da [N, I].
   at::Tensor g = at::randn({n, inter}, opts) * 3, u = at::randn({n, inter}, opts), da = at::randn({n, inter}, opts);
