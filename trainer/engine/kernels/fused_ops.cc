@@ -171,11 +171,15 @@ at::Tensor SwiGluForward(const at::Tensor& g, const at::Tensor& u) {
   return reference::SwiGluForward(g, u);
 }
 
-std::pair<at::Tensor, at::Tensor> SwiGluBackward(const at::Tensor& da, const at::Tensor& g, const at::Tensor& u) {
+std::pair<at::Tensor, at::Tensor> SwiGluBackward(const at::Tensor& da, const at::Tensor& g, const at::Tensor& u,
+                                                 const at::Tensor& dg_out, const at::Tensor& du_out) {
   CheckSwiGlu(g, u);
   TORCH_CHECK(da.sizes() == g.sizes(), "SwiGlu backward: da ", da.sizes(), " and gate ", g.sizes(), " disagree");
-  HERD_TRY_CUDA(g.is_cuda(), cuda_kernels::SwiGluBackward(da, g, u));
-  return reference::SwiGluBackward(da, g, u);
+  TORCH_CHECK(dg_out.defined() == du_out.defined(), "SwiGlu backward: give both outputs or neither");
+  HERD_TRY_CUDA(g.is_cuda(), cuda_kernels::SwiGluBackward(da, g, u, dg_out, du_out));
+  auto [dg, du] = reference::SwiGluBackward(da, g, u);
+  if (!dg_out.defined()) return {dg, du};
+  return {dg_out.copy_(dg.view(dg_out.sizes())), du_out.copy_(du.view(du_out.sizes()))};
 }
 
 #undef HERD_TRY_CUDA

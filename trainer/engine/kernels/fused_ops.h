@@ -51,7 +51,11 @@ at::Tensor RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::T
 at::Tensor SwiGluForward(const at::Tensor& g, const at::Tensor& u);
 // (dL/dg, dL/du) from da and the forward's g and u, in float32 math, returned in g's dtype:
 // du = da · silu(g), dg = da · u · σ(g) · (1 + g · (1 − σ(g))).
-std::pair<at::Tensor, at::Tensor> SwiGluBackward(const at::Tensor& da, const at::Tensor& g, const at::Tensor& u);
+// dg_out, du_out (optional, both or neither): [rows, I] views with dense rows the same distance
+// apart (the gate and up halves of one side-by-side gradient) that dg and du are written into.
+std::pair<at::Tensor, at::Tensor> SwiGluBackward(const at::Tensor& da, const at::Tensor& g, const at::Tensor& u,
+                                                 const at::Tensor& dg_out = at::Tensor(),
+                                                 const at::Tensor& du_out = at::Tensor());
 
 }  // namespace herd::engine
 

@@ -218,7 +218,7 @@ __global__ void __launch_bounds__(kElementwiseThreads)
 template <typename T, int kW>
 __global__ void __launch_bounds__(kElementwiseThreads)
     SwiGluBackwardKernel(const T* __restrict__ da, const T* __restrict__ g, const T* __restrict__ u,
-                         T* __restrict__ dg, T* __restrict__ du, int64_t nvec) {
+                         T* __restrict__ dg, T* __restrict__ du, int64_t nvec, int64_t row_len, int64_t out_rs) {
   const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
   for (int64_t v0 = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; v0 < nvec; v0 += stride * kUnroll) {
     kernels::SwiGluBackwardThread<T, kW> th[kUnroll];
@@ -228,15 +228,19 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     }
 #pragma unroll
     for (int k = 0; k < kUnroll; ++k) {
-      if (v0 + k * stride < nvec) th[k].Store(dg, du, (v0 + k * stride) * kW);
+      if (v0 + k * stride < nvec) {
+        // dg, du rows out_rs apart (the gate/up gradients side by side; row_len when dense).
+        const int64_t off = (v0 + k * stride) * kW, row = off / row_len;
+        th[k].Store(dg, du, row * out_rs + (off - row * row_len));
+      }
     }
   }
 }
 
 // Calls f(Int<kW>{}) with 16-byte accesses where n and every pointer allow them.
 template <typename T, typename F>
-void DispatchElementwise(int64_t n, std::initializer_list<const void*> ptrs, F&& f) {
-  bool vec = n % kVecWidth<T> == 0;
+void DispatchElementwise(int64_t n, std::initializer_list<const void*> ptrs, F&& f, bool vectors_allowed = true) {
+  bool vec = vectors_allowed && n % kVecWidth<T> == 0;
   for (const void* p : ptrs) vec = vec && Aligned16(p);
   if (vec) {
     f(Int<kVecWidth<T>>{});
@@ -356,24 +360,40 @@ std::optional<at::Tensor> SwiGluForward(const at::Tensor& g_in, const at::Tensor
 }
 
 std::optional<std::pair<at::Tensor, at::Tensor>> SwiGluBackward(const at::Tensor& da_in, const at::Tensor& g_in,
-                                                               const at::Tensor& u_in) {
+                                                               const at::Tensor& u_in, const at::Tensor& dg_out,
+                                                               const at::Tensor& du_out) {
   if (!SameType(g_in, {u_in, da_in})) return std::nullopt;
   const c10::cuda::CUDAGuard guard(g_in.device());
   at::Tensor da = da_in.contiguous(), g = g_in.contiguous(), u = u_in.contiguous();
-  at::Tensor dg = at::empty_like(g, at::MemoryFormat::Contiguous), du = at::empty_like(u, at::MemoryFormat::Contiguous);
+  const int64_t row_len = g.dim() == 0 ? 1 : g.size(-1);
+  int64_t out_rs = row_len;
+  if (dg_out.defined() || du_out.defined()) {
+    // Both [rows, row_len] with dense rows the same distance apart.
+    if (!dg_out.defined() || !du_out.defined() || !SameType(g, {dg_out, du_out}) || dg_out.dim() != 2 ||
+        dg_out.sizes() != du_out.sizes() || dg_out.size(1) != row_len || dg_out.size(0) * row_len != g.numel() ||
+        dg_out.stride(1) != 1 || du_out.stride(1) != 1 || dg_out.stride(0) != du_out.stride(0) ||
+        dg_out.stride(0) < row_len) {
+      return std::nullopt;
+    }
+    out_rs = dg_out.stride(0);
+  }
+  at::Tensor dg = dg_out.defined() ? dg_out : at::empty_like(g, at::MemoryFormat::Contiguous);
+  at::Tensor du = du_out.defined() ? du_out : at::empty_like(u, at::MemoryFormat::Contiguous);
   const int64_t n = g.numel();
   const bool handled = DispatchType(g.scalar_type(), [&](auto tag) {
     using T = typename decltype(tag)::type;
     if (n == 0) return;
+    // Vectors must not straddle rows, and spaced rows must start aligned: else one element a thread.
+    const bool rows_allow = out_rs == row_len || (row_len % kVecWidth<T> == 0 && out_rs % kVecWidth<T> == 0);
     DispatchElementwise<T>(n, {da.data_ptr(), g.data_ptr(), u.data_ptr(), dg.data_ptr(), du.data_ptr()}, [&](auto kw) {
       constexpr int kW = decltype(kw)::value;
       const int64_t nvec = n / kW;
       SwiGluBackwardKernel<T, kW><<<static_cast<unsigned>(StrideGrid(nvec, kElementwiseThreads)), kElementwiseThreads,
                                     0, at::cuda::getCurrentCUDAStream()>>>(
           da.const_data_ptr<T>(), g.const_data_ptr<T>(), u.const_data_ptr<T>(), dg.mutable_data_ptr<T>(),
-          du.mutable_data_ptr<T>(), nvec);
+          du.mutable_data_ptr<T>(), nvec, row_len, out_rs);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+    }, rows_allow);
   });
   return handled ? std::optional<std::pair<at::Tensor, at::Tensor>>(std::make_pair(dg, du)) : std::nullopt;
 }

@@ -24,8 +24,11 @@ std::optional<at::Tensor> RopeForward(const at::Tensor& x, const at::Tensor& cos
 std::optional<at::Tensor> RopeBackward(const at::Tensor& dy, const at::Tensor& cos, const at::Tensor& sin,
                                        const at::Tensor& out = at::Tensor());
 std::optional<at::Tensor> SwiGluForward(const at::Tensor& g, const at::Tensor& u);
+// dg_out, du_out: optional, as for herd::engine::SwiGluBackward.
 std::optional<std::pair<at::Tensor, at::Tensor>> SwiGluBackward(const at::Tensor& da, const at::Tensor& g,
-                                                               const at::Tensor& u);
+                                                               const at::Tensor& u,
+                                                               const at::Tensor& dg_out = at::Tensor(),
+                                                               const at::Tensor& du_out = at::Tensor());
 // row_keys: [B, 2] int64 on CUDA; returns [B, tokens, features] bool, contiguous.
 at::Tensor DropoutKeepMask(const at::Tensor& row_keys, int64_t tokens, int64_t features, double keep);
 

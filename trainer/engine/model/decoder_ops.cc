@@ -260,6 +260,22 @@ void ProjectBackward(const ProjCtx& p, const at::Tensor& dy, const at::Tensor& x
   }
 }
 
+// Whether `stack` (DecoderWeights::w_stack) holds exactly the folded members' padded weights, one
+// below the other in member order.
+bool StackFits(const at::Tensor& stack, std::initializer_list<const ProjCtx*> projs) {
+  if (!stack.defined()) return false;
+  int64_t row = 0;
+  for (const ProjCtx* p : projs) {
+    if (!p->folded) continue;
+    if (row + p->w_pad.size(0) > stack.size(0) ||
+        p->w_pad.data_ptr() != stack.narrow(0, row, p->w_pad.size(0)).data_ptr()) {
+      return false;
+    }
+    row += p->w_pad.size(0);
+  }
+  return row > 0 && row == stack.size(0);
+}
+
 // A node whose next edges are [x, then A and B of each adapted projection it owns].
 class LayerNode : public torch::autograd::Node {
  public:
@@ -418,18 +434,6 @@ class QkvNode : public LayerNode {
   double eps = 0;
   int64_t B = 0, T = 0, Nq = 0, Nkv = 0, D = 0;
 
-  // Whether w_stack holds exactly the folded members' padded weights, in order.
-  bool StackFits() const {
-    if (!w_stack.defined()) return false;
-    int64_t row = 0;
-    for (const ProjCtx& p : proj) {
-      if (!p.folded) continue;
-      if (p.w_pad.data_ptr() != w_stack.narrow(0, row, p.w_pad.size(0)).data_ptr()) return false;
-      row += p.w_pad.size(0);
-    }
-    return row == w_stack.size(0) && row > 0;
-  }
-
   variable_list apply(variable_list&& grads) override {
     TORCH_CHECK(x.defined(), "QkvNode: backward ran twice (retain_graph is not supported)");
     const int64_t N = B * T;
@@ -439,7 +443,7 @@ class QkvNode : public LayerNode {
     // stacked matmul, the folded members' dy are written side by side into dy_stack (RoPE's
     // backward straight into its columns; v's, small, copied).
     at::Tensor dy[3], dy_stack;
-    const bool stacked = group.folded && want_x && StackFits();
+    const bool stacked = group.folded && want_x && StackFits(w_stack, {&proj[0], &proj[1], &proj[2]});
     if (stacked) {
       int64_t cols = 0;
       for (const ProjCtx& p : proj) cols += p.folded ? p.w.size(0) : 0;
@@ -540,6 +544,7 @@ class MlpNode : public LayerNode {
   std::string name() const override { return "herd::MlpNode"; }
   ProjCtx gate, up, down;
   AdapterGroup group;  // gate and up
+  at::Tensor w_stack;  // DecoderWeights::w_stack[1], when the group folds
   at::Tensor x, norm_w, rstd, g, u, act, xa_gate, xa_up, xa_down;  // act: SwiGLU(g, u) when kept
   double eps = 0;
   int64_t B = 0, T = 0;
@@ -553,6 +558,8 @@ class MlpNode : public LayerNode {
     at::Tensor a = WantA(down) ? (act.defined() ? act : SwiGluForward(g, u)) : at::Tensor();
     act.reset();
     at::Tensor da_act, da, db;
+    const bool want_x = WantX();
+    const bool stacked = group.folded && want_x && StackFits(w_stack, {&gate, &up});
     if (down.rows_folded) {
       // [dy | s·dy·B] · [W ; A] = dy W + s·dy·B·A: the adapter's share of da_act [N, I] comes out of
       // the frozen matmul, for a copy of dy [N, H] instead of a pass over da_act.
@@ -570,10 +577,14 @@ class MlpNode : public LayerNode {
     }
     Put(out, down, da, db);
     a.reset();
-    auto [dg, du] = SwiGluBackward(da_act, g, u);
+    // With the group folded into one stacked matmul, dg and du are written side by side.
+    at::Tensor dgu;
+    if (stacked) dgu = at::empty({N, gate.w.size(0) + up.w.size(0)}, g.options());
+    auto [dg, du] = stacked ? SwiGluBackward(da_act, g, u, dgu.narrow(1, 0, gate.w.size(0)),
+                                             dgu.narrow(1, gate.w.size(0), up.w.size(0)))
+                            : SwiGluBackward(da_act, g, u);
     da_act.reset();
     const at::Tensor x2d = x.view({N, H});
-    const bool want_x = WantX();
     at::Tensor h;  // gate and up's input, made again when a gradient needs it
     const std::function<at::Tensor()> input = [&] {
       if (!h.defined()) h = RmsNormForward(x2d, norm_w, eps).y;
@@ -581,7 +592,8 @@ class MlpNode : public LayerNode {
     };
     RemakeFoldedXa(group, {&gate, &up}, {&xa_gate, &xa_up}, input);
     if (group.folded && want_x) {
-      const at::Tensor dh = FoldedBackward(out, group, {&gate, &up}, {&dg, &du}, {&xa_gate, &xa_up}, input);
+      const at::Tensor dh = FoldedBackward(out, group, {&gate, &up}, {&dg, &du}, {&xa_gate, &xa_up}, input, dgu,
+                                           stacked ? w_stack : at::Tensor());
       dg.reset();
       du.reset();
       // The output is x + MLP(x): x's gradient is the norm's plus dy as it is.
@@ -611,6 +623,7 @@ class MlpNode : public LayerNode {
     u.reset();
     act.reset();
     group.a_cat.reset();
+    w_stack.reset();
     xa_gate.reset();
     xa_up.reset();
     xa_down.reset();
@@ -776,6 +789,7 @@ at::Tensor LeanDecoderLayer(const at::Tensor& x_in, const DecoderWeights& w, con
       node->up = pu;
       node->down = pd;
       node->group = mlp_group;
+      if (mlp_group.folded) node->w_stack = w.w_stack[1];
       if (node->Connect(mid, {&node->gate, &node->up, &node->down})) {
         node->x = mid.detach();
         node->norm_w = w.post_norm;

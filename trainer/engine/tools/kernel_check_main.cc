@@ -295,6 +295,27 @@ void CheckShape(Checker& c, const Shape& s, at::ScalarType dt, int64_t n, at::De
         auto [dg, du] = reference::SwiGluBackward(da, g, u);
         return {dg, du};
       });
+  // Into the gate and up halves of one side-by-side gradient [N, 2I], as the folded gate/up group's
+  // backward takes it: the same bits as into tensors of their own.
+  at::Tensor dgu = at::zeros({n, 2 * inter}, opts);
+  c.Check(
+      "swiglu_bwd_strided_out", s.name, dtype, 0, nd * inter * es * 5,
+      [&]() -> Outputs {
+        const at::Tensor dg_out = dgu.narrow(1, 0, inter), du_out = dgu.narrow(1, inter, inter);
+#ifdef HERD_WITH_CUDA
+        if (cuda) {
+          auto [dg, du] = Required(cuda_kernels::SwiGluBackward(da, g, u, dg_out, du_out), "swiglu_bwd_strided_out");
+          return {dg, du};
+        }
+#endif
+        auto [dg, du] = SwiGluBackward(da, g, u, dg_out, du_out);
+        return {dg, du};
+      },
+      [&]() -> Outputs {
+        auto [dg, du] = SwiGluBackward(da, g, u);
+        return {dg, du};
+      },
+      /*exact=*/true);
 }
 
 // LoRA's compute copies of one layer in one launch (CastInto): r-16 A's and B's of the shape, some
