@@ -335,18 +335,20 @@ class LayerNode : public torch::autograd::Node {
   }
   // A folded group's members' s · x' Aᵀ (into *xa, member order), made again from x' = input() when a
   // B gradient needs it (FoldedInput keeps none).
-  void RemakeFoldedXa(const AdapterGroup& g, std::initializer_list<const ProjCtx*> projs,
-                      std::initializer_list<at::Tensor*> xas, const std::function<at::Tensor()>& input) {
-    if (!g.folded) return;
+  // Returns the group's whole [N, n·r] (undefined when no B gradient is wanted).
+  at::Tensor RemakeFoldedXa(const AdapterGroup& g, std::initializer_list<const ProjCtx*> projs,
+                            std::initializer_list<at::Tensor*> xas, const std::function<at::Tensor()>& input) {
+    if (!g.folded) return at::Tensor();
     bool want_b = false;
     for (const ProjCtx* p : projs) want_b = want_b || (p->folded && WantB(*p));
-    if (!want_b) return;
+    if (!want_b) return at::Tensor();
     const at::Tensor xa_cat = ScaledMm(input(), g.a_cat.t(), g.scale);
     auto xa = xas.begin();
     for (const ProjCtx* p : projs) {
       if (p->folded) **xa = xa_cat.narrow(1, p->group_col, p->a.size(0));
       ++xa;
     }
+    return xa_cat;
   }
   // A folded group's backward when x needs its gradient: Σ dy_p · W'_p over the members is
   // [dx | dy_1 B_1 | dy_2 B_2 | ...] in one buffer (the zero blocks keep each B's product to its own
@@ -359,7 +361,7 @@ class LayerNode : public torch::autograd::Node {
   at::Tensor FoldedBackward(variable_list& out, const AdapterGroup& g, std::initializer_list<const ProjCtx*> projs,
                             std::initializer_list<const at::Tensor*> dys, std::initializer_list<const at::Tensor*> xas,
                             const std::function<at::Tensor()>& input, const at::Tensor& dy_stack = at::Tensor(),
-                            const at::Tensor& w_stack = at::Tensor()) {
+                            const at::Tensor& w_stack = at::Tensor(), const at::Tensor& xa_cat = at::Tensor()) {
     at::Tensor dx_cat;
     int64_t in = 0;
     auto dy = dys.begin();
@@ -388,13 +390,24 @@ class LayerNode : public torch::autograd::Node {
     }
     at::Tensor da_cat = want_a ? MmTo(u.t(), input(), lora_dtype) : at::Tensor();
     dx.addmm_(u, g.a_cat);
+    // B's gradients: with the members' dy side by side, one matmul dy_stackᵀ · xa_cat [Σ out, n·r]
+    // whose diagonal blocks they are (the rest, a few GFLOP, is thrown away) instead of one a member.
+    at::Tensor db_all;
+    if (dy_stack.defined() && xa_cat.defined()) db_all = MmTo(dy_stack.t(), xa_cat, lora_dtype);
+    int64_t row = 0;
     dy = dys.begin();
     auto xa = xas.begin();
     for (const ProjCtx* p : projs) {
       if (p->folded) {
-        const at::Tensor da = WantA(*p) ? da_cat.narrow(0, p->group_col, p->a.size(0)) : at::Tensor();
-        const at::Tensor db = WantB(*p) ? MmTo((*dy)->t(), **xa, lora_dtype) : at::Tensor();
+        const int64_t r = p->a.size(0), out_features = p->w.size(0);
+        const at::Tensor da = WantA(*p) ? da_cat.narrow(0, p->group_col, r) : at::Tensor();
+        at::Tensor db;
+        if (WantB(*p)) {
+          db = db_all.defined() ? db_all.narrow(0, row, out_features).narrow(1, p->group_col, r).contiguous()
+                                : MmTo((*dy)->t(), **xa, lora_dtype);
+        }
         Put(out, *p, da, db);
+        row += out_features;
       }
       ++dy;
       ++xa;
@@ -473,11 +486,12 @@ class QkvNode : public LayerNode {
       if (!h.defined()) h = RmsNormForward(x2d, norm_w, eps).y;
       return h;
     };
-    RemakeFoldedXa(group, {&proj[0], &proj[1], &proj[2]}, {&xa[0], &xa[1], &xa[2]}, input);
+    const at::Tensor xa_cat = RemakeFoldedXa(group, {&proj[0], &proj[1], &proj[2]}, {&xa[0], &xa[1], &xa[2]}, input);
     if (group.folded && want_x) {
       const at::Tensor* d = dy;
       const at::Tensor dh = FoldedBackward(out, group, {&proj[0], &proj[1], &proj[2]}, {&d[0], &d[1], &d[2]},
-                                           {&xa[0], &xa[1], &xa[2]}, input, dy_stack, stacked ? w_stack : at::Tensor());
+                                           {&xa[0], &xa[1], &xa[2]}, input, dy_stack, stacked ? w_stack : at::Tensor(),
+                                           xa_cat);
       out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).view(x.sizes());
       return out;
     }
@@ -590,10 +604,10 @@ class MlpNode : public LayerNode {
       if (!h.defined()) h = RmsNormForward(x2d, norm_w, eps).y;
       return h;
     };
-    RemakeFoldedXa(group, {&gate, &up}, {&xa_gate, &xa_up}, input);
+    const at::Tensor xa_cat = RemakeFoldedXa(group, {&gate, &up}, {&xa_gate, &xa_up}, input);
     if (group.folded && want_x) {
       const at::Tensor dh = FoldedBackward(out, group, {&gate, &up}, {&dg, &du}, {&xa_gate, &xa_up}, input, dgu,
-                                           stacked ? w_stack : at::Tensor());
+                                           stacked ? w_stack : at::Tensor(), xa_cat);
       dg.reset();
       du.reset();
       // The output is x + MLP(x): x's gradient is the norm's plus dy as it is.
