@@ -230,8 +230,9 @@ __global__ void __launch_bounds__(kElementwiseThreads)
     for (int k = 0; k < kUnroll; ++k) {
       if (v0 + k * stride < nvec) {
         // dg, du rows out_rs apart (the gate/up gradients side by side; row_len when dense).
-        const int64_t off = (v0 + k * stride) * kW, row = off / row_len;
-        th[k].Store(dg, du, row * out_rs + (off - row * row_len));
+        const int64_t off = (v0 + k * stride) * kW;
+        const int64_t row = out_rs == row_len ? 0 : off / row_len;  // (no division when dense)
+        th[k].Store(dg, du, out_rs == row_len ? off : row * out_rs + (off - row * row_len));
       }
     }
   }
