@@ -43,9 +43,10 @@ struct ProjCtx {
   int k = 0;
   at::Tensor w;       // [out, in] frozen
   at::Tensor a, b;    // LoRA leaves, or undefined
-  at::Tensor a_c;     // A and B in the weights' dtype: cast once per forward and shared with the
-  at::Tensor b_c;     // backward (the leaves are float32; the matmuls run in the weights' dtype).
-                      // a_c stays undefined for a member of an AdapterGroup (the group casts A).
+  at::Tensor a_c;     // A and B in the weights' dtype (the leaves are float32; the matmuls run in
+  at::Tensor b_c;     // the weights' dtype), shared by forward and backward: prepared for the whole
+                      // forward (DecoderWeights::lora_a_c) or cast by MakeGroup. An AdapterGroup's
+                      // members use the group's stacked A instead.
   int64_t group_col = -1;  // in an AdapterGroup: this adapter's first column of the group's x' Aᵀ
   at::Tensor w_pad;        // DecoderWeights::w_pad, or undefined
   int64_t pad_col = 0;

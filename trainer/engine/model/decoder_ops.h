@@ -3,15 +3,17 @@
 // redo: the layer input x, the attention's q, k, v and output (kept by CausalAttention), the
 // post-attention residual x', and the MLP's gate and up outputs g and u, plus the [N, r] LoRA
 // intermediates. That is 9H + 4I bytes in bf16, against about 168 KiB (1B) to 312 KiB (8B) a token
-// and layer under plain autograd. The norms' outputs, the SwiGLU product and the dropout masks are
-// recomputed in backward (elementwise work); no matmul is ever recomputed.
+// and layer under plain autograd; by default the SwiGLU output is kept too (2I more,
+// DecoderInputs::keep_mlp_activation). The norms' outputs and the dropout masks are made again in
+// backward (elementwise work), and so is the small x'Aᵀ of a folded group; no frozen matmul is
+// ever recomputed.
 //
 //   QkvNode:    x → RMSNorm → q, k, v projections (+LoRA) → RoPE on q, k
 //   CausalAttention (model/attention.h)
-//   LoraLinear: o projection (+LoRA)
-//   x' = x + o
-//   MlpNode:    x' → RMSNorm → gate, up (+LoRA) → SwiGLU → down (+LoRA)
-//   out = x' + mlp
+//   LinearNode: x' = x + o projection (+LoRA), the residual in the matmul's epilogue
+//   MlpNode:    x' → RMSNorm → gate, up (+LoRA) → SwiGLU → down (+LoRA); out = x' + that, likewise
+//
+// Without LoRA dropout the adapters fold into the frozen matmuls (DecoderWeights::w_pad, w_rows).
 //
 // The frozen weights' matmuls run in their dtype (bf16 on the GPU); the LoRA matmuls run in the
 // same dtype on the fp32 parameters rounded to it, and the LoRA gradients come out in float32 (on
