@@ -135,14 +135,8 @@ void LlamaModel::Assign(const std::map<std::string, at::Tensor>& loaded) {
     for (const ProjInfo& p : kProjTable) {
       l.proj[static_cast<int>(p.proj)] = loaded.at(ProjWeightName(i, p.proj));
       l.adapter[static_cast<int>(p.proj)] = -1;
-      l.pad[static_cast<int>(p.proj)] = at::Tensor();  // (EnableLora lays out the folded groups)
-      l.pad_col[static_cast<int>(p.proj)] = 0;
-      l.rows_pad[static_cast<int>(p.proj)] = at::Tensor();
-      l.a_c[static_cast<int>(p.proj)] = at::Tensor();
-      l.b_c[static_cast<int>(p.proj)] = at::Tensor();
     }
-    l.a_cat[0] = l.a_cat[1] = at::Tensor();
-    l.stack[0] = l.stack[1] = at::Tensor();
+    ClearAdapterLayout(l);  // (EnableLora lays the adapters out)
   }
   inv_freq_ = RopeInverseFrequencies(c).to(load_.device);
 }
@@ -192,7 +186,7 @@ absl::Status LlamaModel::EnableLora(const LoraOptions& options, uint64_t seed) {
         l.adapter[k] = static_cast<int>(adapters_.size());
         adapters_.push_back({i, p.proj, a, b});
       }
-      PadGroups(l);
+      LayOutAdapters(l);
     }
   } catch (const std::exception& e) {
     return absl::InternalError(herd::StrCat("creating LoRA adapters: ", e.what()));
@@ -202,81 +196,85 @@ absl::Status LlamaModel::EnableLora(const LoraOptions& options, uint64_t seed) {
 
 void LlamaModel::set_fold_adapters(bool on) {
   fold_adapters_ = on;
-  for (Layer& l : layers_) PadGroups(l);
+  for (Layer& l : layers_) LayOutAdapters(l);
 }
 
-void LlamaModel::PadGroups(Layer& l) {
+void LlamaModel::ClearAdapterLayout(Layer& l) {
   for (int k = 0; k < kNumProj; ++k) {
-    if (l.pad[k].defined() || l.rows_pad[k].defined()) l.proj[k] = l.proj[k].contiguous();  // (again: unpad)
-    l.pad[k] = at::Tensor();
+    if (l.pad[k].defined() || l.rows_pad[k].defined()) l.proj[k] = l.proj[k].contiguous();  // (unpad)
+    l.pad[k] = l.rows_pad[k] = l.a_c[k] = l.b_c[k] = at::Tensor();
     l.pad_col[k] = 0;
-    l.rows_pad[k] = at::Tensor();
-    l.a_c[k] = l.b_c[k] = at::Tensor();
   }
   l.a_cat[0] = l.a_cat[1] = at::Tensor();
   l.stack[0] = l.stack[1] = at::Tensor();
+}
+
+void LlamaModel::LayOutAdapters(Layer& l) {
+  ClearAdapterLayout(l);
   if (lora_.dropout > 0) return;  // (dropout: each projection masks its own input; casts per forward)
-  // Compute copies: a group's stacked A's (two or more adapters), then every adapter's A and B,
-  // blocks of the padded weights where those get laid out below.
+  // The groups of decoder_ops.cc's AdapterGroup: their adapted members in its order, where two or more.
   const std::vector<Proj> groups[2] = {{Proj::kQ, Proj::kK, Proj::kV}, {Proj::kGate, Proj::kUp}};
+  std::vector<int> members[2];
   for (int gi = 0; gi < 2; ++gi) {
-    std::vector<int> members;
     for (Proj p : groups[gi]) {
-      if (l.adapter[static_cast<int>(p)] >= 0) members.push_back(static_cast<int>(p));
+      if (l.adapter[static_cast<int>(p)] >= 0) members[gi].push_back(static_cast<int>(p));
     }
-    if (members.size() < 2) continue;
-    const at::Tensor& w = l.proj[members.front()];
-    l.a_cat[gi] = at::empty({static_cast<int64_t>(members.size()) * lora_.r, w.size(1)}, w.options());
-    for (size_t j = 0; j < members.size(); ++j) {
-      l.a_c[members[j]] = l.a_cat[gi].narrow(0, static_cast<int64_t>(j) * lora_.r, lora_.r);
+    if (members[gi].size() < 2) members[gi].clear();
+  }
+  if (fold_adapters_) {
+    // The members' padded weights are row blocks of one [Σ out, in + n·r] matrix
+    // (DecoderWeights::w_stack), so that the backward's Σ dy_p · W'_p can be one matmul over the
+    // members' gradients side by side. Zeros beside each W: the other members' B blocks stay zero;
+    // its own is written each forward, and is its B's compute copy.
+    for (int gi = 0; gi < 2; ++gi) {
+      if (members[gi].empty()) continue;
+      const int64_t cols = static_cast<int64_t>(members[gi].size()) * lora_.r;
+      int64_t rows = 0;
+      for (int k : members[gi]) rows += l.proj[k].size(0);
+      const at::Tensor& first = l.proj[members[gi].front()];
+      l.stack[gi] = at::zeros({rows, first.size(1) + cols}, first.options());
+      int64_t col = 0, row = 0;
+      for (int k : members[gi]) {
+        const at::Tensor w = l.proj[k];
+        const int64_t in = w.size(1);
+        at::Tensor pad = l.stack[gi].narrow(0, row, w.size(0));
+        row += w.size(0);
+        pad.narrow(1, 0, in).copy_(w);
+        l.proj[k] = pad.narrow(1, 0, in);
+        l.pad[k] = pad;
+        l.pad_col[k] = in + col;
+        l.b_c[k] = pad.narrow(1, in + col, lora_.r);
+        col += lora_.r;
+      }
+    }
+    // down: A's rows under W, so that dh = [dy | s·dy·B] · [W ; A] is one matmul (its input's
+    // gradient is the widest of the layer, [N, intermediate]: a pass of its own over it is the
+    // cost). Those rows are A's compute copy.
+    const int d = static_cast<int>(Proj::kDown);
+    if (l.adapter[d] >= 0) {
+      const at::Tensor w = l.proj[d];
+      at::Tensor rows = at::zeros({w.size(0) + lora_.r, w.size(1)}, w.options());
+      rows.narrow(0, 0, w.size(0)).copy_(w);
+      l.proj[d] = rows.narrow(0, 0, w.size(0));  // (the first rows: still dense)
+      l.rows_pad[d] = rows;
+      l.a_c[d] = rows.narrow(0, w.size(0), lora_.r);
+    }
+  }
+  // The remaining compute copies: a group's stacked A's, then buffers of their own for every A and
+  // B not already a block of the above.
+  for (int gi = 0; gi < 2; ++gi) {
+    if (members[gi].empty()) continue;
+    const at::Tensor& w = l.proj[members[gi].front()];
+    l.a_cat[gi] = at::empty({static_cast<int64_t>(members[gi].size()) * lora_.r, w.size(1)}, w.options());
+    for (size_t j = 0; j < members[gi].size(); ++j) {
+      l.a_c[members[gi][j]] = l.a_cat[gi].narrow(0, static_cast<int64_t>(j) * lora_.r, lora_.r);
     }
   }
   for (int k = 0; k < kNumProj; ++k) {
     if (l.adapter[k] < 0) continue;
     const at::Tensor& w = l.proj[k];
     if (!l.a_c[k].defined()) l.a_c[k] = at::empty({lora_.r, w.size(1)}, w.options());
-    l.b_c[k] = at::empty({w.size(0), lora_.r}, w.options());
-  }
-  if (!fold_adapters_) return;
-  // The groups of decoder_ops.cc's AdapterGroup, in its member order. The members' padded weights
-  // are row blocks of one [Σ out, in + n·r] matrix (DecoderWeights::w_stack), so that the backward's
-  // Σ dy_p · W'_p can be one matmul over the members' gradients side by side.
-  for (int gi = 0; gi < 2; ++gi) {
-    std::vector<int> members;
-    for (Proj p : groups[gi]) {
-      if (l.adapter[static_cast<int>(p)] >= 0) members.push_back(static_cast<int>(p));
-    }
-    if (members.size() < 2) continue;
-    const int64_t cols = static_cast<int64_t>(members.size()) * lora_.r;
-    int64_t rows = 0;
-    for (int k : members) rows += l.proj[k].size(0);
-    const at::Tensor& first = l.proj[members.front()];
-    // Zeros beside W: the other members' B blocks stay zero; this one's is written each forward.
-    l.stack[gi] = at::zeros({rows, first.size(1) + cols}, first.options());
-    int64_t col = 0, row = 0;
-    for (int k : members) {
-      const at::Tensor w = l.proj[k];
-      const int64_t in = w.size(1);
-      at::Tensor pad = l.stack[gi].narrow(0, row, w.size(0));
-      row += w.size(0);
-      pad.narrow(1, 0, in).copy_(w);
-      l.proj[k] = pad.narrow(1, 0, in);
-      l.pad[k] = pad;
-      l.pad_col[k] = in + col;
-      l.b_c[k] = pad.narrow(1, in + col, lora_.r);  // B's compute copy is its block
-      col += lora_.r;
-    }
-  }
-  // down: A's rows under W, so that dh = [dy | s·dy·B] · [W ; A] is one matmul (its input's
-  // gradient is the widest of the layer, [N, intermediate]: a pass of its own over it is the cost).
-  const int d = static_cast<int>(Proj::kDown);
-  if (l.adapter[d] >= 0) {
-    const at::Tensor w = l.proj[d];
-    at::Tensor rows = at::zeros({w.size(0) + lora_.r, w.size(1)}, w.options());
-    rows.narrow(0, 0, w.size(0)).copy_(w);
-    l.proj[d] = rows.narrow(0, 0, w.size(0));  // (the first rows: still dense)
-    l.rows_pad[d] = rows;
-    l.a_c[d] = rows.narrow(0, w.size(0), lora_.r);  // A's compute copy is those rows
+    if (!l.b_c[k].defined()) l.b_c[k] = at::empty({w.size(0), lora_.r}, w.options());
   }
 }
 

@@ -116,7 +116,7 @@ class LlamaModel {
   bool AdapterFolds(int i, Proj p) const {
     return layers_.at(i).pad[static_cast<int>(p)].defined() || layers_.at(i).rows_pad[static_cast<int>(p)].defined();
   }
-  // Folding on (default) or off, from now on (re-lays the weights out): off only to measure what
+  // Folding on (default) or off, from now on (lays the weights out again): off only to measure what
   // it is worth (`herd-bench --no-fold`).
   void set_fold_adapters(bool on);
 
@@ -140,8 +140,10 @@ class LlamaModel {
   };
   // Writes every adapter's A and B into its compute copies (Layer::a_c, b_c).
   void PrepareLoraCopies() const;
-  // Lays out pad/pad_col for layer l's adapted groups (EnableLora).
-  void PadGroups(Layer& l);
+  // Lays out layer l's adapters (EnableLora): the folded weights (pad, rows_pad, stack) and the
+  // compute copies (a_c, b_c, a_cat). ClearAdapterLayout undoes it (weights dense again).
+  void LayOutAdapters(Layer& l);
+  static void ClearAdapterLayout(Layer& l);
   // What every decoder layer of one forward reads besides its input. Shared by the layers and
   // kept alive by the recompute of checkpointed ones.
   struct LayerInputs {
