@@ -82,9 +82,10 @@ ProjCtx MakeProj(const DecoderWeights& w, const DecoderShape& s, const DecoderIn
 }
 
 // s · a b in a's dtype, the scale applied in the matmul's epilogue (beta 0: the output's old
-// contents are not read), so LoRA's scale costs no kernel of its own.
-at::Tensor ScaledMm(const at::Tensor& a, const at::Tensor& b, double s) {
-  at::Tensor out = at::empty({a.size(0), b.size(1)}, a.options());
+// contents are not read), so LoRA's scale costs no kernel of its own. Into `out` where given (a
+// [rows, cols] view, e.g. the tail of a wider buffer), else a new tensor.
+at::Tensor ScaledMm(const at::Tensor& a, const at::Tensor& b, double s, at::Tensor out = at::Tensor()) {
+  if (!out.defined()) out = at::empty({a.size(0), b.size(1)}, a.options());
   return at::addmm_out(out, out, a, b, /*beta=*/0, /*alpha=*/s);
 }
 
@@ -132,10 +133,10 @@ AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs, const at::Tensor& 
           p->a_c.copy_(p->a.detach());
         }
         p->rows_folded = true;
-      } else if (!prepared || dropout) {
+      } else if (!prepared) {
         p->a_c = p->a.detach().to(p->w.scalar_type());
       }
-      if (!p->b_c.defined() || dropout) p->b_c = p->b.detach().to(p->w.scalar_type());
+      if (!p->b_c.defined()) p->b_c = p->b.detach().to(p->w.scalar_type());
     }
     return g;
   }
@@ -181,8 +182,7 @@ at::Tensor FoldedInput(const AdapterGroup& g, const at::Tensor& x2d, const at::T
   const int64_t H = x2d.size(1);
   at::Tensor buf = at::empty({x2d.size(0), H + g.cols}, x2d.options());
   *norm = RmsNormForward(x2d, norm_w, eps, buf.narrow(1, 0, H));
-  at::Tensor tail = buf.narrow(1, H, g.cols);
-  at::addmm_out(tail, tail, norm->y, g.a_cat.t(), /*beta=*/0, /*alpha=*/g.scale);
+  ScaledMm(norm->y, g.a_cat.t(), g.scale, buf.narrow(1, H, g.cols));
   return buf;
 }
 
@@ -208,8 +208,8 @@ void GroupBackward(const AdapterGroup& g, const std::vector<at::Tensor>& u, cons
 }
 
 // y = x Wᵀ + s · (x' Aᵀ) Bᵀ, x' the adapter's input. *xa = s · x' Aᵀ [N, r] (kept for B's
-// gradient, which is then dyᵀ · xa with no scale to apply). *xa = x' Aᵀ [N, r] (kept for B's gradient).
-// A group member takes its x' Aᵀ from the group's (xa_cat, GroupForward).
+// gradient, which is then dyᵀ · xa with no scale to apply). A group member takes it from the
+// group's (xa_cat, GroupForward).
 // `residual` [N, out] (optional) is added in the matmul's epilogue, not by a kernel of its own.
 at::Tensor ProjectForward(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int64_t T, at::Tensor* xa,
                           const at::Tensor& xa_cat = at::Tensor(), const at::Tensor& residual = at::Tensor()) {
@@ -437,7 +437,8 @@ bool NeedsGraph(const at::Tensor& x, const DecoderWeights& w, std::initializer_l
   return any;
 }
 
-// x → RMSNorm → q, k, v (+LoRA) → RoPE(q), RoPE(k). Keeps x, rstd and the three [N, r] xa.
+// x → RMSNorm → q, k, v (+LoRA) → RoPE(q), RoPE(k). Keeps x, rstd and the three [N, r] xa (a
+// folded group's are made again in backward instead).
 class QkvNode : public LayerNode {
  public:
   std::string name() const override { return "herd::QkvNode"; }
@@ -489,8 +490,7 @@ class QkvNode : public LayerNode {
     };
     const at::Tensor xa_cat = RemakeFoldedXa(group, {&proj[0], &proj[1], &proj[2]}, {&xa[0], &xa[1], &xa[2]}, input);
     if (group.folded && want_x) {
-      const at::Tensor* d = dy;
-      const at::Tensor dh = FoldedBackward(out, group, {&proj[0], &proj[1], &proj[2]}, {&d[0], &d[1], &d[2]},
+      const at::Tensor dh = FoldedBackward(out, group, {&proj[0], &proj[1], &proj[2]}, {&dy[0], &dy[1], &dy[2]},
                                            {&xa[0], &xa[1], &xa[2]}, input, dy_stack, stacked ? w_stack : at::Tensor(),
                                            xa_cat);
       out[0] = RmsNormBackward(dh, x2d, norm_w, rstd).view(x.sizes());
@@ -581,8 +581,7 @@ class MlpNode : public LayerNode {
       const int64_t r = down.a.size(0);
       at::Tensor wide = at::empty({N, H + r}, dy.options());
       wide.narrow(1, 0, H).copy_(dy);
-      at::Tensor su = wide.narrow(1, H, r);  // s · dy B
-      at::addmm_out(su, su, dy, down.b_c, /*beta=*/0, /*alpha=*/down.scale);
+      const at::Tensor su = ScaledMm(dy, down.b_c, down.scale, wide.narrow(1, H, r));  // s · dy B
       da_act = at::mm(wide, down.w_rows);
       const at::ScalarType lt = down.a.scalar_type();
       if (WantB(down)) db = MmTo(dy.t(), xa_down, lt);  // (xa carries s)
