@@ -10,6 +10,7 @@
 #include <cstdint>
 
 #include "trainer/engine/kernels/cast_into.h"
+#include "trainer/engine/kernels/fused_ops_cuda.h"
 
 namespace herd::engine::cuda_kernels {
 namespace {
@@ -30,13 +31,6 @@ __global__ void __launch_bounds__(kThreads) CastIntoKernel(const int64_t* __rest
     const int64_t r = i / cols, c = i - r * cols;
     dst[r * dst_ld + c] = static_cast<T>(src[r * src_ld + c]);
   }
-}
-
-// Rows of t lie stride(0) apart with dense columns (or t has one row/column): that spacing, else -1.
-int64_t RowSpacing(const at::Tensor& t) {
-  if (t.dim() != 2) return -1;
-  if (t.size(1) > 1 && t.stride(1) != 1) return -1;
-  return t.size(0) <= 1 ? t.size(1) : t.stride(0);
 }
 
 }  // namespace

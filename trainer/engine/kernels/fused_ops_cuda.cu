@@ -250,13 +250,18 @@ void DispatchElementwise(int64_t n, std::initializer_list<const void*> ptrs, F&&
   }
 }
 
-}  // namespace
-
-// Rows of a [rows, h] `t` lie `stride` elements apart (the last dimension dense), or -1.
+// RowSpacing of a tensor that must be [rows, h], or -1.
 int64_t RowStride(const at::Tensor& t, int64_t rows, int64_t h) {
   if (t.dim() != 2 || t.size(0) != rows || t.size(1) != h) return -1;
-  if (t.stride(1) != 1 && h > 1) return -1;
-  return rows <= 1 ? h : t.stride(0);
+  return RowSpacing(t);
+}
+
+}  // namespace
+
+int64_t RowSpacing(const at::Tensor& t) {
+  if (t.dim() != 2) return -1;
+  if (t.size(1) > 1 && t.stride(1) != 1) return -1;
+  return t.size(0) <= 1 ? t.size(1) : t.stride(0);
 }
 
 std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x_in, const at::Tensor& w_in, double eps,

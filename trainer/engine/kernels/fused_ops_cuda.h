@@ -15,6 +15,10 @@
 
 namespace herd::engine::cuda_kernels {
 
+// The distance in elements between the rows of a 2-D t whose rows are dense (its last dimension
+// unit-stride, or one column), e.g. a block of a wider matrix; -1 for anything else.
+int64_t RowSpacing(const at::Tensor& t);
+
 // out: where y goes (see herd::engine::RmsNormForward), or undefined for a new tensor.
 std::optional<RmsNormResult> RmsNormForward(const at::Tensor& x, const at::Tensor& w, double eps,
                                             const at::Tensor& out = at::Tensor());
