@@ -6,276 +6,30 @@
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 
-#include <atomic>
 #include <functional>
 #include <initializer_list>
 #include <vector>
 
 #include "trainer/engine/kernels/fused_ops.h"
-#include "trainer/engine/model/lora_dropout.h"
+#include "trainer/engine/model/decoder_projections.h"
 
 namespace herd::engine {
 namespace {
 
+using decoder::AdapterGroup;
+using decoder::FoldedInput;
+using decoder::FoldedProject;
+using decoder::GroupBackward;
+using decoder::GroupForward;
+using decoder::MakeGroup;
+using decoder::MakeProj;
+using decoder::MmTo;
+using decoder::ProjCtx;
+using decoder::ProjectBackward;
+using decoder::ProjectForward;
+using decoder::ScaledMm;
+using decoder::StackFits;
 using torch::autograd::variable_list;
-
-std::atomic<bool> g_mm_out_dtype{true};
-
-// a · b in `acc`. On CUDA with bf16/fp16 operands the matmul accumulates and writes float32
-// itself (mm's out_dtype); should that overload be refused, the product is cast instead (once
-// refused, always). Elsewhere the operands are cast first, which is exact.
-at::Tensor MmTo(const at::Tensor& a, const at::Tensor& b, at::ScalarType acc) {
-  if (a.scalar_type() == acc) return at::mm(a, b);
-  const bool low = a.scalar_type() == at::kBFloat16 || a.scalar_type() == at::kHalf;
-  if (a.is_cuda() && low && acc == at::kFloat && g_mm_out_dtype.load(std::memory_order_relaxed)) {
-    try {
-      return at::mm(a, b, acc);
-    } catch (const c10::Error&) {
-      g_mm_out_dtype.store(false);
-    }
-  }
-  if (!a.is_cuda()) return at::mm(a.to(acc), b.to(acc));
-  return at::mm(a, b).to(acc);
-}
-
-// Everything one projection needs, resolved from the layer's weights.
-struct ProjCtx {
-  int k = 0;
-  at::Tensor w;       // [out, in] frozen
-  at::Tensor a, b;    // LoRA leaves, or undefined
-  at::Tensor a_c;     // A and B in the weights' dtype (the leaves are float32; the matmuls run in
-  at::Tensor b_c;     // the weights' dtype), shared by forward and backward: prepared for the whole
-                      // forward (DecoderWeights::lora_a_c) or cast by MakeGroup. An AdapterGroup's
-                      // members use the group's stacked A instead.
-  int64_t group_col = -1;  // in an AdapterGroup: this adapter's first column of the group's x' Aᵀ
-  at::Tensor w_pad;        // DecoderWeights::w_pad, or undefined
-  int64_t pad_col = 0;
-  bool folded = false;     // the adapter rides in the padded frozen matmul (its B written into w_pad)
-  at::Tensor w_rows;       // DecoderWeights::w_rows, or undefined
-  bool rows_folded = false;  // A written under W in w_rows: the backward's dx matmul adds its share
-  double scale = 1;
-  at::Tensor keys;    // [B, 2] dropout row keys, or undefined
-  double keep = 1;
-
-  bool adapted() const { return a.defined(); }
-};
-
-ProjCtx MakeProj(const DecoderWeights& w, const DecoderShape& s, const DecoderInputs& in, Proj p) {
-  ProjCtx c;
-  c.k = static_cast<int>(p);
-  c.w = w.w[c.k];
-  c.a = w.lora_a[c.k];
-  c.b = w.lora_b[c.k];
-  c.scale = s.lora_scale;
-  if (c.adapted()) {
-    c.w_pad = w.w_pad[c.k];
-    c.pad_col = w.pad_col[c.k];
-    c.w_rows = w.w_rows[c.k];
-    c.a_c = w.lora_a_c[c.k];  // (prepared for this forward, or undefined: MakeGroup casts)
-    c.b_c = w.lora_b_c[c.k];
-  }
-  if (c.adapted() && in.dropout_keys.defined()) {
-    c.keys = in.dropout_keys.select(0, c.k);
-    c.keep = in.keep;
-  }
-  return c;
-}
-
-// s · a b in a's dtype, the scale applied in the matmul's epilogue (beta 0: the output's old
-// contents are not read), so LoRA's scale costs no kernel of its own. Into `out` where given (a
-// [rows, cols] view, e.g. the tail of a wider buffer), else a new tensor.
-at::Tensor ScaledMm(const at::Tensor& a, const at::Tensor& b, double s, at::Tensor out = at::Tensor()) {
-  if (!out.defined()) out = at::empty({a.size(0), b.size(1)}, a.options());
-  return at::addmm_out(out, out, a, b, /*beta=*/0, /*alpha=*/s);
-}
-
-// The adapter's input: x, or x · mask / keep under LoRA dropout. The mask is a hash of the row keys
-// (model/lora_dropout.h), so backward makes the same one again instead of keeping it.
-at::Tensor AdapterInput(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int64_t T) {
-  if (!p.keys.defined()) return x2d;
-  at::Tensor mask = DropoutKeepMask(p.keys, T, x2d.size(1), p.keep).view({B * T, x2d.size(1)});  // [N, in] bool
-  return (x2d * mask).mul_(1.0 / p.keep);
-}
-
-// The adapted projections of one input (q, k, v; or gate, up) with their A's stacked, [n·r, in] in
-// the weights' dtype: x' Aᵀ of them all is one matmul reading x' once, and in backward A's
-// gradients and the adapters' share of dx are one matmul each, writing dx once instead of once a
-// projection. Only without LoRA dropout (each projection masks its input differently there) and
-// with two or more adapters; otherwise inactive, and each adapter casts its own A.
-struct AdapterGroup {
-  at::Tensor a_cat;  // [n·r, in], undefined when inactive
-  int64_t cols = 0;  // n·r
-  double scale = 1;  // LoRA's s (the same for every adapter)
-  bool folded = false;  // every member's B rides in its padded frozen weight (DecoderWeights::w_pad)
-
-  bool active() const { return a_cat.defined(); }
-};
-
-// prepared_a_cat: the group's stacked A's already in the weights' dtype (DecoderWeights::lora_a_cat),
-// or undefined. Adapters whose a_c/b_c came prepared are not cast again.
-AdapterGroup MakeGroup(std::initializer_list<ProjCtx*> projs, const at::Tensor& prepared_a_cat = at::Tensor()) {
-  AdapterGroup g;
-  std::vector<ProjCtx*> adapted;
-  bool dropout = false;
-  for (ProjCtx* p : projs) {
-    if (!p->adapted()) continue;
-    adapted.push_back(p);
-    dropout = dropout || p->keys.defined();
-  }
-  if (adapted.size() < 2 || dropout) {
-    for (ProjCtx* p : adapted) {
-      const int64_t out = p->w.size(0), r = p->a.size(0);
-      const bool prepared = p->a_c.defined();
-      if (!dropout && p->w_rows.defined() && p->w_rows.size(0) == out + r) {
-        // A in its rows under W (cast on the way); those rows are A in the weights' dtype.
-        if (!prepared) {
-          p->a_c = p->w_rows.narrow(0, out, r);
-          p->a_c.copy_(p->a.detach());
-        }
-        p->rows_folded = true;
-      } else if (!prepared) {
-        p->a_c = p->a.detach().to(p->w.scalar_type());
-      }
-      if (!p->b_c.defined()) p->b_c = p->b.detach().to(p->w.scalar_type());
-    }
-    return g;
-  }
-  std::vector<at::Tensor> as;
-  for (ProjCtx* p : adapted) {
-    p->group_col = g.cols;
-    g.cols += p->a.size(0);
-    as.push_back(p->a.detach());
-  }
-  g.a_cat = prepared_a_cat.defined() && prepared_a_cat.size(0) == g.cols
-                ? prepared_a_cat
-                : at::cat(as).to(adapted.front()->w.scalar_type());
-  g.scale = adapted.front()->scale;
-  // Folded where the weights were stored for it with this very layout.
-  g.folded = true;
-  for (ProjCtx* p : adapted) {
-    const int64_t in = p->w.size(1);
-    g.folded = g.folded && p->w_pad.defined() && p->w_pad.size(1) == in + g.cols && p->pad_col == in + p->group_col;
-  }
-  for (ProjCtx* p : adapted) {
-    if (g.folded) {
-      // B in its block of the padded weight (cast on the way; already there when prepared): the
-      // frozen matmul then adds the adapter, and that block is B in the weights' dtype.
-      const at::Tensor block = p->w_pad.narrow(1, p->pad_col, p->b.size(1));
-      const bool prepared = p->b_c.defined() && p->b_c.data_ptr() == block.data_ptr() &&
-                            p->b_c.strides() == block.strides();
-      if (!prepared) block.copy_(p->b.detach());
-      p->b_c = block;
-      p->folded = true;
-    } else if (!p->b_c.defined()) {
-      p->b_c = p->b.detach().to(p->w.scalar_type());
-    }
-  }
-  return g;
-}
-
-// A folded group's forward input: [x' | s · x' Aᵀ] [N, in + n·r], x' = RMSNorm(x) written straight
-// into its head by the norm (*norm: y is that head). Nothing of it is kept: the backward makes x'
-// again for A's gradients anyway, and s · x' Aᵀ from it for B's (a copy of the narrow tail cost
-// more on an H100 than that small matmul: 21 µs a layer as a 2-D memcpy).
-at::Tensor FoldedInput(const AdapterGroup& g, const at::Tensor& x2d, const at::Tensor& norm_w, double eps,
-                       RmsNormResult* norm) {
-  const int64_t H = x2d.size(1);
-  at::Tensor buf = at::empty({x2d.size(0), H + g.cols}, x2d.options());
-  *norm = RmsNormForward(x2d, norm_w, eps, buf.narrow(1, 0, H));
-  ScaledMm(norm->y, g.a_cat.t(), g.scale, buf.narrow(1, H, g.cols));
-  return buf;
-}
-
-// One member of a folded group: buf · W'ᵀ (the adapter included), or x' Wᵀ for a member without one.
-at::Tensor FoldedProject(const ProjCtx& p, const at::Tensor& buf, const at::Tensor& x2d) {
-  if (!p.adapted()) return at::mm(x2d, p.w.t());
-  return at::mm(buf, p.w_pad.t());
-}
-
-// The group's s · x' Aᵀ [N, n·r] (undefined when the group is inactive).
-at::Tensor GroupForward(const AdapterGroup& g, const at::Tensor& x2d) {
-  return g.active() ? ScaledMm(x2d, g.a_cat.t(), g.scale) : at::Tensor();
-}
-
-// A's gradients of the group's members (rows of *da_cat, member order; when want_a) and their share
-// of dx (when dx is not null), from each member's u = s · dy B. h is the members' input.
-void GroupBackward(const AdapterGroup& g, const std::vector<at::Tensor>& u, const at::Tensor& h, bool want_a,
-                   at::ScalarType lora_dtype, at::Tensor* dx, at::Tensor* da_cat) {
-  if (u.empty()) return;
-  const at::Tensor u_cat = at::cat(u, 1);  // [N, n·r]
-  if (want_a) *da_cat = MmTo(u_cat.t(), h, lora_dtype);
-  if (dx != nullptr) dx->addmm_(u_cat, g.a_cat);
-}
-
-// y = x Wᵀ + s · (x' Aᵀ) Bᵀ, x' the adapter's input. *xa = s · x' Aᵀ [N, r] (kept for B's
-// gradient, which is then dyᵀ · xa with no scale to apply). A group member takes it from the
-// group's (xa_cat, GroupForward).
-// `residual` [N, out] (optional) is added in the matmul's epilogue, not by a kernel of its own.
-at::Tensor ProjectForward(const ProjCtx& p, const at::Tensor& x2d, int64_t B, int64_t T, at::Tensor* xa,
-                          const at::Tensor& xa_cat = at::Tensor(), const at::Tensor& residual = at::Tensor()) {
-  at::Tensor y = residual.defined() ? at::addmm(residual, x2d, p.w.t()) : at::mm(x2d, p.w.t());  // [N, out]
-  if (!p.adapted()) return y;
-  const at::ScalarType ct = x2d.scalar_type();
-  TORCH_CHECK(p.b_c.scalar_type() == ct, "ProjectForward: input ", ct, " but weights ", p.b_c.scalar_type());
-  if (p.group_col >= 0) {
-    *xa = xa_cat.narrow(1, p.group_col, p.a.size(0));  // [N, r]
-  } else {
-    *xa = ScaledMm(AdapterInput(p, x2d, B, T), p.a_c.t(), p.scale);  // [N, r]
-  }
-  y.addmm_(*xa, p.b_c.t());
-  return y;
-}
-
-// dy [N, out] → adds dL/dx to *dx (when dx is not null; allocated on first use) and sets the
-// adapter's dL/dA, dL/dB in the LoRA dtype (when asked). x2d is the projection's input; it is only
-// read for A's gradient. A group member leaves A's gradient and the adapter's share of dx to
-// GroupBackward and appends its u = s · dy B to *group_u instead.
-void ProjectBackward(const ProjCtx& p, const at::Tensor& dy, const at::Tensor& x2d, const at::Tensor& xa, int64_t B,
-                     int64_t T, at::Tensor* dx, bool want_a, bool want_b, at::Tensor* da, at::Tensor* db,
-                     std::vector<at::Tensor>* group_u = nullptr) {
-  if (dx != nullptr) {
-    if (dx->defined()) {
-      dx->addmm_(dy, p.w);
-    } else {
-      *dx = at::mm(dy, p.w);  // [N, in]
-    }
-  }
-  if (!p.adapted()) return;
-  const at::ScalarType lt = p.a.scalar_type();
-  if (want_b) *db = MmTo(dy.t(), xa, lt);  // [out, r] (xa carries s)
-  if (p.group_col >= 0) {  // (every member, so that the list lines up with the group's columns)
-    TORCH_CHECK(group_u != nullptr, "ProjectBackward: a group member needs its group's u list");
-    group_u->push_back(ScaledMm(dy, p.b_c, p.scale));
-    return;
-  }
-  if (!want_a && dx == nullptr) return;
-  at::Tensor u = ScaledMm(dy, p.b_c, p.scale);  // [N, r] = s · dy B
-  if (want_a) *da = MmTo(u.t(), AdapterInput(p, x2d, B, T), lt);  // [r, in]
-  if (dx == nullptr) return;
-  if (!p.keys.defined()) {
-    dx->addmm_(u, p.a_c);
-  } else {
-    const int64_t in = p.a.size(1);
-    at::Tensor mask = DropoutKeepMask(p.keys, T, in, p.keep).view({B * T, in});
-    dx->add_(at::mm(u, p.a_c).mul_(mask).mul_(1.0 / p.keep));
-  }
-}
-
-// Whether `stack` (DecoderWeights::w_stack) holds exactly the folded members' padded weights, one
-// below the other in member order.
-bool StackFits(const at::Tensor& stack, std::initializer_list<const ProjCtx*> projs) {
-  if (!stack.defined()) return false;
-  int64_t row = 0;
-  for (const ProjCtx* p : projs) {
-    if (!p->folded) continue;
-    if (row + p->w_pad.size(0) > stack.size(0) ||
-        p->w_pad.data_ptr() != stack.narrow(0, row, p->w_pad.size(0)).data_ptr()) {
-      return false;
-    }
-    row += p->w_pad.size(0);
-  }
-  return row > 0 && row == stack.size(0);
-}
 
 // A node whose next edges are [x, then A and B of each adapted projection it owns].
 class LayerNode : public torch::autograd::Node {
