@@ -50,6 +50,7 @@ training:
   max_seq_len: 128
   learning_rate: 1.0e-3
   max_steps: {steps}
+  epochs: {epochs}
   seed: 11
 checkpoints: {{every_steps: {every}, keep: 2}}
 resources: {{trainers: {trainers}}}
@@ -154,10 +155,11 @@ class Cluster:
         stop_all(self.procs)
 
 
-def submit(cluster, dataset, name, trainers, steps=6, every=3):
+def submit(cluster, dataset, name, trainers, steps=6, every=3, epochs=1):
     path = os.path.join(cluster.tmp, name + ".yaml")
     with open(path, "w") as f:
-        f.write(JOB_YAML.format(name=name, dataset=dataset, trainers=trainers, steps=steps, every=every))
+        f.write(JOB_YAML.format(name=name, dataset=dataset, trainers=trainers, steps=steps, every=every,
+                                epochs=epochs))
     rc, out, err = cluster.cli("jobs", "submit", path)
     check(rc == 0 and out.strip().startswith("job_"), f"submit {name} ({trainers} trainer(s))", out, err,
           *cluster.logs())
@@ -261,8 +263,11 @@ def case_cancel(cluster, dataset):
     for name in ("t1", "t2", "t3", "t4"):
         cluster.start_trainer(name)
     cluster.wait_idle(4)
-    long_job = submit(cluster, dataset, "long", trainers=2, steps=100000, every=1000)
-    short = submit(cluster, dataset, "short", trainers=2, steps=200, every=100)
+    # Both run until cancelled (epochs and steps far beyond the test): had "short" finished on its
+    # own (one epoch of the sample data once did, on a fast run), its trainers would be free as well
+    # and the third job's placement would prove nothing.
+    long_job = submit(cluster, dataset, "long", trainers=2, steps=100000, every=1000, epochs=1000)
+    short = submit(cluster, dataset, "short", trainers=2, steps=100000, every=1000, epochs=1000)
 
     def both_running():
         a, b = get_job(cluster, long_job), get_job(cluster, short)
@@ -299,7 +304,10 @@ def case_cancel(cluster, dataset):
         engines = [d for d in os.listdir("/proc") if d.isdigit() and engine_child_of(d, agent)]
         check(len(engines) <= 1, f"trainer {names[tid]} runs at most one engine", engines)
     watch(cluster, third)
-    watch(cluster, short)
+    rc, out, err = cluster.cli("jobs", "cancel", short, "--reason", "test")
+    check(rc == 0 and get_job(cluster, short)["state"] == "JOB_STATE_CANCELLED", "the other job cancelled too",
+          out, err)
+    watch(cluster, short, expect_rc=6)
 
 
 def engine_child_of(pid, parent):
