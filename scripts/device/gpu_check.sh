@@ -243,7 +243,8 @@ elif [[ ! -f "$baseline" ]]; then
 else
   # min-seconds: a fresh machine's usual time, so that a run is started only when it can finish.
   # Measured on an H100 (2026-11-27): 1B compile 124 s; 8B compile had not finished after 180 s
-  # (DEVICE.md: over two minutes); 8B b4 eager with checkpointing 39-42 s. HERD_GPU_CHECK_BASELINES picks
+  # (DEVICE.md: over two minutes; 16 layers took the 1B 124 s, so 32 should take about 250 s); 8B b4
+  # eager with checkpointing 39-42 s. HERD_GPU_CHECK_BASELINES picks
   # others or another order, e.g. "8b-b2-compile 8b-b4-ckpt-eager 1b-b8-compile".
   declare -A hf=(
     [8b-b2-compile]="8b-b2 llama3-8b 2 compile 240 --compile"
@@ -257,7 +258,7 @@ else
     set -- ${hf[$b]}
     row=$1 model=$2 batch=$3 kind=$4 min=$5; shift 5  # row model batch kind min-seconds flags
     ((cpu)) && min=5
-    step "hf_${row}_$kind" 330 "$min" env LD_LIBRARY_PATH="$orig_ld" "$python" "$baseline" --model "$model" --batch "$batch" --seq 2048 "$@"
+    step "hf_${row}_$kind" 420 "$min" env LD_LIBRARY_PATH="$orig_ld" "$python" "$baseline" --model "$model" --batch "$batch" --seq 2048 "$@"
     rc=$?
     if (( rc == 0 )); then
       report tag baseline row="$row" kind="$kind" <"$work/hf_${row}_$kind.out" >>"$results"
