@@ -40,6 +40,7 @@ build=${HERD_GPU_CHECK_BUILD:-$root/build-gpu$( ((cpu)) && echo -cpu)}
 bundle=$root/device-bundle
 baseline=${HERD_GPU_CHECK_BASELINE:-$bundle/bench/hf_peft_baseline.py}
 work=$build/gpu-check-work   # scratch that does not come back ($OUT holds a few files only)
+rm -rf "$work"  # a machine kept warm between calls still holds the last run's scratch
 mkdir -p "$out" "$work"
 results=$out/results.jsonl
 log=$out/gpu_check.log

@@ -41,6 +41,17 @@ absl::StatusOr<at::Device> ParseDevice(const std::string& device) {
   return absl::InvalidArgumentError(herd::StrCat("bad device '", device, "' (want cpu or cuda:N)"));
 }
 
+// `scratch/name`, emptied: an address or NCCL id left by an earlier run in the same scratch folder
+// would send this run's group astray (or fail its rendezvous).
+absl::StatusOr<std::string> FreshFolder(const std::string& scratch, const std::string& name) {
+  const std::string dir = herd::StrCat(scratch, "/", name);
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+  if (!ec) std::filesystem::create_directories(dir, ec);
+  if (ec) return absl::InternalError(herd::StrCat("cannot make a fresh ", dir, ": ", ec.message()));
+  return dir;
+}
+
 // Runs the all-reduce that cannot complete, then one more call, and reports both.
 nlohmann::json TimeStalledAllReduce(Communicator& comm, std::span<float> data, absl::Duration timeout) {
   const absl::Time start = absl::Now();
@@ -111,8 +122,8 @@ absl::StatusOr<nlohmann::json> CheckMatmul(const std::string& device, const std:
 absl::StatusOr<nlohmann::json> CheckAllReduceOneRank(const std::string& device,
                                                      const std::string& scratch_dir) {
   HERD_ASSIGN_OR_RETURN(at::Device dev, ParseDevice(device));
-  std::filesystem::create_directories(scratch_dir);
-  FileRendezvous rendezvous(scratch_dir);
+  HERD_ASSIGN_OR_RETURN(std::string dir, FreshFolder(scratch_dir, "all-reduce"));
+  FileRendezvous rendezvous(dir);
   try {
     at::Tensor input = at::arange(0, 1 << 20, at::kFloat).mul_(0.5);  // [1M]
     at::Tensor buf = input.to(dev).contiguous();
@@ -141,12 +152,7 @@ absl::StatusOr<nlohmann::json> CheckAllReduceOneRank(const std::string& device,
 absl::StatusOr<nlohmann::json> CheckWatchdog(const std::string& device, const std::string& scratch_dir,
                                              absl::Duration timeout) {
   HERD_ASSIGN_OR_RETURN(at::Device dev, ParseDevice(device));
-  // A fresh folder: an address or id left by an earlier run would send the peer astray.
-  const std::string dir = scratch_dir + "/watchdog";
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-  std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::InternalError(herd::StrCat("cannot create ", dir, ": ", ec.message()));
+  HERD_ASSIGN_OR_RETURN(std::string dir, FreshFolder(scratch_dir, "watchdog"));
   FileRendezvous rendezvous(dir);
   nlohmann::json result;
   if (dev.is_cuda()) {
