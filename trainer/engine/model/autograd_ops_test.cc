@@ -91,7 +91,7 @@ class ModelPathsTest : public testing::Test {
       LlamaModel::LossSums sums = model_->Loss(hidden, batch_.targets, chunk);
       r.loss = sums.loss_sum;
       r.tokens = sums.tokens;
-      r.correct = sums.correct;
+      r.correct = sums.correct.item<int64_t>();
     } else {
       at::Tensor logits = model_->Logits(hidden).view({-1, model_->config().vocab_size});
       at::Tensor t = batch_.targets.reshape({-1});
@@ -188,6 +188,34 @@ TEST_F(ModelPathsTest, EvalPathsAgree) {
   LlamaModel::LossSums sums = model_->Loss(plain, batch_.targets, 4);
   EXPECT_EQ(sums.tokens, 23);
   EXPECT_FALSE(sums.loss_sum.requires_grad());
+}
+
+// Trained positions found on the host before the step (Batch::trained, no device wait) give the
+// loss, count and accuracy that Loss finds on its own, gradients included.
+TEST_F(ModelPathsTest, TrainedPositionsFromTheHostMatchLossOwn) {
+  Build(/*dropout=*/0.0);
+  if (HasFatalFailure()) return;
+  at::Tensor trained = TrainedPositions(batch_.targets.cpu(), batch_.targets.device());
+  EXPECT_EQ(trained.scalar_type(), at::kLong);
+  EXPECT_EQ(trained.size(0), 23);
+  EXPECT_TRUE(at::equal(trained, (batch_.targets.reshape({-1}) != -100).nonzero().squeeze(1)));
+  std::vector<at::Tensor> grads[2];
+  double loss[2];
+  int64_t correct[2], tokens[2];
+  for (int given = 0; given < 2; ++given) {
+    for (const at::Tensor& p : model_->LoraParameters()) p.mutable_grad() = at::Tensor();
+    LlamaModel::LossSums sums = model_->Loss(model_->Hidden(batch_, nullptr, false), batch_.targets, 5,
+                                             given ? trained : at::Tensor());
+    sums.loss_sum.backward();
+    loss[given] = sums.loss_sum.item<double>();
+    correct[given] = sums.correct.item<int64_t>();
+    tokens[given] = sums.tokens;
+    for (const at::Tensor& p : model_->LoraParameters()) grads[given].push_back(p.grad().clone());
+  }
+  EXPECT_EQ(loss[0], loss[1]);
+  EXPECT_EQ(correct[0], correct[1]);
+  EXPECT_EQ(tokens[0], tokens[1]);
+  for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_TRUE(at::equal(grads[0][i], grads[1][i])) << "parameter " << i;
 }
 
 TEST_F(ModelPathsTest, BatchWithoutLabelsHasZeroLossAndGradients) {

@@ -465,16 +465,23 @@ at::Tensor LlamaModel::Hidden(const Batch& batch, const DropoutKey* dropout, boo
 
 at::Tensor LlamaModel::Logits(const at::Tensor& hidden) const { return at::linear(hidden, Head()).to(at::kFloat); }
 
-LlamaModel::LossSums LlamaModel::Loss(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_tokens) const {
+at::Tensor TrainedPositions(const at::Tensor& targets, at::Device device) {
+  TORCH_CHECK(targets.device().is_cpu(), "TrainedPositions wants the targets on the host");
+  return (targets.reshape({-1}) != -100).nonzero().squeeze(1).to(device, at::kLong);  // [N]
+}
+
+LlamaModel::LossSums LlamaModel::Loss(const at::Tensor& hidden, const at::Tensor& targets, int64_t chunk_tokens,
+                                      const at::Tensor& trained_positions) const {
   const at::ScalarType acc = hidden.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  at::Tensor t = targets.reshape({-1});                                      // [B*T]
-  at::Tensor trained = (t != -100).nonzero().squeeze(1);                     // [N]
+  at::Tensor t = targets.reshape({-1});  // [B*T]
+  at::Tensor trained = trained_positions.defined() ? trained_positions.to(t.device())
+                                                   : (t != -100).nonzero().squeeze(1);  // [N]
   at::Tensor rows = hidden.reshape({-1, hidden.size(-1)}).index_select(0, trained);  // [N, H]
   ChunkedCrossEntropyResult ce = ChunkedCrossEntropy(rows, Head(), t.index_select(0, trained), chunk_tokens, acc);
   LossSums sums;
   sums.loss_sum = ce.loss_sum;
   sums.tokens = trained.size(0);
-  sums.correct = ce.correct.item<int64_t>();
+  sums.correct = ce.correct;
   return sums;
 }
 

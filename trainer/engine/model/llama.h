@@ -39,7 +39,15 @@ struct Batch {
   at::Tensor doc_ids;       // [B, T] int64 or undefined: undefined = one causal document per row
   at::Tensor targets;       // [B, T] int64, the next token of each position, -100 where not trained
   std::vector<int64_t> sequence_ids;  // global index of each row (LoRA dropout masks depend on it)
+  // [N] int64 on the targets' device: the flat positions (b·T + t) whose target is not -100, in
+  // order. Made where the targets are still on the host (TrainedPositions); undefined = Loss finds
+  // them itself, which on a GPU waits for the whole forward to finish first.
+  at::Tensor trained;
 };
+
+// The flat positions of `targets` ([B, T], any integer type, on the host) that are trained
+// (target != -100), as int64 on `device`. No device synchronisation.
+at::Tensor TrainedPositions(const at::Tensor& targets, at::Device device);
 
 struct LoadOptions {
   at::Device device = at::kCPU;
@@ -74,14 +82,16 @@ class LlamaModel {
   struct LossSums {
     at::Tensor loss_sum;  // scalar float32 (float64 for a float64 model), Σ token cross-entropy
                           // over trained tokens (has grad)
-    int64_t tokens = 0;   // trained tokens
-    int64_t correct = 0;  // trained tokens whose argmax is the target
+    int64_t tokens = 0;  // trained tokens
+    at::Tensor correct;  // scalar int64 on the device: trained tokens whose argmax is the target
+                         // (a tensor, so that reading it waits only where the caller chooses)
   };
   // Head + cross-entropy over the trained positions only (targets != -100), `chunk_tokens` of them
   // at a time (ChunkedCrossEntropy): [tokens, vocab] logits never exist whole, in forward or
-  // backward. hidden: [B, T, H] from Hidden(); targets: [B, T].
+  // backward. hidden: [B, T, H] from Hidden(); targets: [B, T]; trained: Batch::trained, or
+  // undefined to find the trained positions here (a device synchronisation mid-step).
   LossSums Loss(const at::Tensor& hidden, const at::Tensor& targets,
-                int64_t chunk_tokens = kDefaultLossChunkTokens) const;
+                int64_t chunk_tokens = kDefaultLossChunkTokens, const at::Tensor& trained = {}) const;
 
   struct Adapter {
     int layer;

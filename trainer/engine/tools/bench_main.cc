@@ -185,6 +185,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
     b.input_ids = at::randint(0, s.vocab, {batch, seq}, at::TensorOptions().dtype(at::kLong).device(dev));
     b.position_ids = at::arange(seq, at::TensorOptions().dtype(at::kLong).device(dev)).expand({batch, seq}).contiguous();
     b.targets = at::cat({b.input_ids.narrow(1, 1, seq - 1), at::full({batch, 1}, -100, b.input_ids.options())}, 1);
+    b.trained = TrainedPositions(b.targets.cpu(), dev);  // as the trainer's batches: made on the host
     batches.push_back(std::move(b));
   }
   const int64_t rss_before = ProcStatusBytes("VmRSS:");
@@ -203,7 +204,7 @@ absl::Status Bench(const std::string& name, const std::string& device, const Ben
       at::Tensor t = b.targets.reshape({-1});
       l = at::cross_entropy_loss(model->Logits(hidden).view({-1, s.vocab}), t, {}, at::Reduction::Mean, -100);
     } else {
-      LlamaModel::LossSums sums = model->Loss(hidden, b.targets, o.loss_chunk);
+      LlamaModel::LossSums sums = model->Loss(hidden, b.targets, o.loss_chunk, b.trained);
       l = sums.loss_sum / static_cast<double>(sums.tokens);
     }
     if (measure) {

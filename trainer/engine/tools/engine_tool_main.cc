@@ -68,7 +68,7 @@ absl::Status RunLogits(const Flags& f) {
       auto sums = model->Loss(hidden, tensors["targets"].to(at::kLong), 7);  // odd chunks on purpose
       HERD_RETURN_IF_ERROR(AddTensor(writer, "loss_sum", sums.loss_sum));
       HERD_RETURN_IF_ERROR(AddTensor(writer, "tokens", at::scalar_tensor(sums.tokens, at::kLong)));
-      HERD_RETURN_IF_ERROR(AddTensor(writer, "correct", at::scalar_tensor(sums.correct, at::kLong)));
+      HERD_RETURN_IF_ERROR(AddTensor(writer, "correct", sums.correct.to(at::kCPU, at::kLong)));
     }
     return writer.Write(f.out);
   } catch (const std::exception& e) {

@@ -31,6 +31,7 @@ Batch PreparedData::MakeBatch(const std::vector<int64_t>& rows, const std::vecto
   batch.targets = targets.to(device, at::kLong);            // [B, T]
   batch.position_ids = position_ids.to(device, at::kLong);  // [B, T]
   batch.doc_ids = doc_ids.to(device, at::kLong);            // [B, T]
+  batch.trained = TrainedPositions(targets, device);         // [N]
   batch.sequence_ids = stream_positions;
   return batch;
 }

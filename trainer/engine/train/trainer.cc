@@ -79,10 +79,11 @@ absl::StatusOr<EvalReport> Evaluate(const LlamaModel& model, const PreparedData&
       std::vector<int64_t> rows(mine.begin() + first,
                                 mine.begin() + std::min(mine.size(), first + static_cast<size_t>(micro_batch)));
       Batch batch = data.MakeBatch(rows, rows, model.embed_device());
-      LlamaModel::LossSums s = model.Loss(model.Hidden(batch, nullptr), batch.targets);
+      LlamaModel::LossSums s = model.Loss(model.Hidden(batch, nullptr), batch.targets, kDefaultLossChunkTokens,
+                                          batch.trained);
       sums[0] += s.loss_sum.item<double>();
       sums[1] += static_cast<double>(s.tokens);
-      sums[2] += static_cast<double>(s.correct);
+      sums[2] += s.correct.item<double>();
     }
   } catch (const std::exception& e) {
     return absl::InternalError(herd::StrCat("evaluating on ", data.path(), ": ", e.what()));
@@ -173,10 +174,11 @@ absl::Status Train(LlamaModel& model, const PreparedData& train, const PreparedD
         report.tokens += (batch.doc_ids >= 0).sum().item<int64_t>();
         const DropoutKey key{.seed = static_cast<uint64_t>(t.seed), .step = step};
         LlamaModel::LossSums sums = model.Loss(model.Hidden(batch, &key, t.activation_checkpointing),
-                                               batch.targets, config.loss_chunk_tokens);
+                                               batch.targets, config.loss_chunk_tokens, batch.trained);
         (sums.loss_sum / global_tokens).backward();
+        // Read after the backward is queued: the one wait of the micro-batch.
         stats[0] += sums.loss_sum.item<double>();
-        stats[1] += static_cast<double>(sums.correct);
+        stats[1] += sums.correct.item<double>();
       }
     } catch (const std::exception& e) {
       return absl::InternalError(herd::StrCat("step ", step + 1, ": ", e.what()));
